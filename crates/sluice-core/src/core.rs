@@ -1,0 +1,446 @@
+//! The core facade every protocol adapter talks to: authenticate a token for
+//! a connection, open a recorded session, record commands before they are
+//! forwarded, and learn when the session's token stops being valid.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::audit::EventDraft;
+use crate::store::{SessionRecord, StoreError, TokenRecord};
+use crate::time::now_ms;
+use crate::{token, Command, CommandOutcome, Connection, Store};
+
+/// Why a presented token was refused. Messages name the next step.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Not a token the gateway issued.
+    #[error("invalid token: present a token from `sluice token issue` as the password")]
+    Invalid,
+    /// Past its expiry.
+    #[error("token expired at {0}; request a new one")]
+    Expired(String),
+    /// Revoked by an administrator.
+    #[error("token was revoked; request a new one")]
+    Revoked,
+    /// Its use count is spent.
+    #[error("token has no uses left; request a new one")]
+    UsedUp,
+    /// Valid, but for other connections.
+    #[error("token is not valid for connection \"{0}\"")]
+    WrongConnection(String),
+    /// Issued to another principal than the user name given.
+    #[error("token belongs to another principal: connect with user={0}")]
+    WrongUser(String),
+    /// The store could not be reached; fail closed.
+    #[error("gateway store unavailable")]
+    Store(#[from] StoreError),
+}
+
+/// Errors from core operations other than authentication.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The request is invalid; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// Nothing with that id.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a valid token grants on one connection.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The token's public id.
+    pub token_id: String,
+    /// Accountable principal.
+    pub principal: String,
+    /// Acting agent, if any.
+    pub actor: Option<String>,
+    /// The connection it opens.
+    pub connection: Arc<Connection>,
+    /// Unix ms.
+    pub expires_at: i64,
+}
+
+/// A request to issue an access token.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct IssueRequest {
+    /// Accountable principal.
+    pub principal: String,
+    /// Agent acting for it.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Connections it opens.
+    pub connections: Vec<String>,
+    /// Lifetime in seconds.
+    pub ttl_secs: u64,
+    /// Connection count limit.
+    #[serde(default)]
+    pub uses: Option<i64>,
+}
+
+/// The gateway core shared by all listeners.
+pub struct Core {
+    store: Store,
+    connections: BTreeMap<String, Arc<Connection>>,
+    revocations: broadcast::Sender<String>,
+    max_ttl: Duration,
+}
+
+impl Core {
+    /// Builds the core over a store and the configured connections.
+    pub fn new(store: Store, connections: Vec<Connection>, max_ttl: Duration) -> Arc<Core> {
+        let (revocations, _) = broadcast::channel(1024);
+        Arc::new(Core {
+            store,
+            connections: connections.into_iter().map(|c| (c.name.clone(), Arc::new(c))).collect(),
+            revocations,
+            max_ttl,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// All configured connections.
+    pub fn connections(&self) -> impl Iterator<Item = &Arc<Connection>> {
+        self.connections.values()
+    }
+
+    /// Appends one event and waits until it is durable.
+    pub async fn record(&self, draft: EventDraft) -> Result<i64, StoreError> {
+        Ok(self.store.append(vec![draft]).await?.first().copied().unwrap_or(0))
+    }
+
+    /// Issues an access token; returns the token (shown once) and its record.
+    pub async fn issue_token(&self, req: IssueRequest, issued_by: &str) -> Result<(String, TokenRecord), CoreError> {
+        if req.principal.trim().is_empty() {
+            return Err(CoreError::Invalid("principal must not be empty".into()));
+        }
+        if req.connections.is_empty() {
+            return Err(CoreError::Invalid("name at least one connection".into()));
+        }
+        for c in &req.connections {
+            if !self.connections.contains_key(c) {
+                let known: Vec<&str> = self.connections.keys().map(String::as_str).collect();
+                return Err(CoreError::Invalid(format!("unknown connection \"{c}\" (configured: {})", known.join(", "))));
+            }
+        }
+        if req.ttl_secs == 0 || Duration::from_secs(req.ttl_secs) > self.max_ttl {
+            return Err(CoreError::Invalid(format!(
+                "ttl must be between 1s and {} (gateway.max_token_ttl)",
+                humantime::format_duration(self.max_ttl)
+            )));
+        }
+        if matches!(req.uses, Some(n) if n < 1) {
+            return Err(CoreError::Invalid("uses must be at least 1".into()));
+        }
+        let value = token::generate();
+        let now = now_ms();
+        let rec = TokenRecord {
+            id: token::new_id("tok_"),
+            hash: token::hash(&value),
+            kind: "access".into(),
+            principal: req.principal.clone(),
+            actor: req.actor.clone(),
+            connections: req.connections.clone(),
+            created_at: now,
+            expires_at: Some(now + req.ttl_secs as i64 * 1000),
+            uses_left: req.uses,
+            revoked_at: None,
+            created_by: Some(issued_by.to_string()),
+        };
+        self.store.insert_token(rec.clone()).await?;
+        let mut ev = EventDraft::new(
+            "token.issued",
+            json!({"token_id": rec.id, "connections": rec.connections, "expires_at": rec.expires_at,
+                   "uses": rec.uses_left, "issued_by": issued_by}),
+        );
+        ev.principal = Some(rec.principal.clone());
+        ev.actor = rec.actor.clone();
+        self.record(ev).await?;
+        Ok((value, rec))
+    }
+
+    /// Creates a new admin credential for the API; returns the value once.
+    pub async fn issue_admin_token(&self, label: &str) -> Result<String, StoreError> {
+        let value = token::generate();
+        let rec = TokenRecord {
+            id: token::new_id("adm_"),
+            hash: token::hash(&value),
+            kind: "admin".into(),
+            principal: label.to_string(),
+            actor: None,
+            connections: vec![],
+            created_at: now_ms(),
+            expires_at: None,
+            uses_left: None,
+            revoked_at: None,
+            created_by: None,
+        };
+        self.store.insert_token(rec.clone()).await?;
+        let mut ev = EventDraft::new("admin.credential.created", json!({"token_id": rec.id}));
+        ev.principal = Some(label.to_string());
+        self.record(ev).await?;
+        Ok(value)
+    }
+
+    /// The admin record for a presented API credential, if it is one.
+    pub async fn check_admin(&self, presented: &str) -> Result<Option<TokenRecord>, StoreError> {
+        if !token::looks_like_token(presented) {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .token_by_hash(&token::hash(presented))
+            .await?
+            .filter(|t| t.kind == "admin" && t.revoked_at.is_none()))
+    }
+
+    /// Revokes a token; open sessions that depend on it are closed.
+    pub async fn revoke_token(&self, id: &str, by: &str) -> Result<(), CoreError> {
+        let Some(rec) = self.store.token_by_id(id).await? else {
+            return Err(CoreError::NotFound(format!("no token with id {id}")));
+        };
+        if !self.store.revoke_token(id, now_ms()).await? {
+            return Err(CoreError::Invalid(format!("token {id} is already revoked")));
+        }
+        let _ = self.revocations.send(id.to_string());
+        let mut ev = EventDraft::new("token.revoked", json!({"token_id": id, "revoked_by": by}));
+        ev.principal = Some(rec.principal);
+        ev.actor = rec.actor;
+        self.record(ev).await?;
+        Ok(())
+    }
+
+    /// Checks a presented token for a connection and a client user name.
+    /// Failures are recorded (without the token) and returned with a reason.
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+        user: &str,
+        connection: &str,
+        protocol: &str,
+        client_addr: &str,
+    ) -> Result<Grant, AuthError> {
+        let result = self.check_token(presented, user, connection).await;
+        if let Err(e) = &result {
+            let mut ev = EventDraft::new(
+                "auth.failed",
+                json!({"protocol": protocol, "client_addr": client_addr, "user": user, "reason": e.to_string()}),
+            );
+            ev.connection = Some(connection.to_string());
+            ev.principal = Some(user.to_string());
+            if let Err(store) = self.record(ev).await {
+                tracing::error!(error = %store, "could not record a failed authentication");
+            }
+        }
+        result
+    }
+
+    async fn check_token(&self, presented: &str, user: &str, connection: &str) -> Result<Grant, AuthError> {
+        if !token::looks_like_token(presented) {
+            return Err(AuthError::Invalid);
+        }
+        let Some(t) = self.store.token_by_hash(&token::hash(presented)).await? else {
+            return Err(AuthError::Invalid);
+        };
+        if t.kind != "access" {
+            return Err(AuthError::Invalid);
+        }
+        if t.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        let expires_at = t.expires_at.unwrap_or(0);
+        if expires_at <= now_ms() {
+            return Err(AuthError::Expired(crate::time::format_ms(expires_at)));
+        }
+        if !t.connections.iter().any(|c| c == connection) {
+            return Err(AuthError::WrongConnection(connection.to_string()));
+        }
+        let Some(conn) = self.connections.get(connection) else {
+            return Err(AuthError::WrongConnection(connection.to_string()));
+        };
+        if user != t.principal {
+            return Err(AuthError::WrongUser(t.principal));
+        }
+        if t.uses_left.is_some() && !self.store.consume_token_use(&t.id).await? {
+            return Err(AuthError::UsedUp);
+        }
+        Ok(Grant {
+            token_id: t.id,
+            principal: t.principal,
+            actor: t.actor,
+            connection: conn.clone(),
+            expires_at,
+        })
+    }
+
+    /// Opens a recorded session for a grant; the start is durable on return.
+    pub async fn open_session(
+        self: &Arc<Self>,
+        grant: &Grant,
+        protocol: &str,
+        client_addr: &str,
+    ) -> Result<SessionHandle, StoreError> {
+        let rec = SessionRecord {
+            id: token::new_id("ses_"),
+            token_id: Some(grant.token_id.clone()),
+            principal: grant.principal.clone(),
+            actor: grant.actor.clone(),
+            connection: grant.connection.name.clone(),
+            protocol: protocol.to_string(),
+            client_addr: client_addr.to_string(),
+            started_at: now_ms(),
+            ended_at: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            outcome: "open".into(),
+        };
+        self.store.insert_session(rec.clone()).await?;
+        let handle = SessionHandle {
+            core: self.clone(),
+            id: rec.id,
+            principal: rec.principal,
+            actor: rec.actor,
+            connection: rec.connection,
+            token_id: grant.token_id.clone(),
+            expires_at: grant.expires_at,
+        };
+        self.record(handle.event(
+            "session.start",
+            json!({"protocol": protocol, "client_addr": client_addr, "token_id": grant.token_id}),
+        ))
+        .await?;
+        Ok(handle)
+    }
+
+    /// Polls the store for revocations made by other gateways sharing it.
+    pub fn spawn_revocation_watch(self: &Arc<Self>, every: Duration) {
+        let core = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut since = now_ms();
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(core) = core.upgrade() else { return };
+                let now = now_ms();
+                match core.store.revoked_since(since - every.as_millis() as i64).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            let _ = core.revocations.send(id);
+                        }
+                        since = now;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "revocation poll failed"),
+                }
+            }
+        });
+    }
+}
+
+/// One open session: records its commands and ends it.
+pub struct SessionHandle {
+    core: Arc<Core>,
+    /// Session id (`ses_...`).
+    pub id: String,
+    /// Accountable principal.
+    pub principal: String,
+    /// Acting agent.
+    pub actor: Option<String>,
+    /// Connection name.
+    pub connection: String,
+    token_id: String,
+    expires_at: i64,
+}
+
+/// Watches one token for expiry and revocation.
+pub struct TokenWatch {
+    core: Arc<Core>,
+    token_id: String,
+    expires_at: i64,
+    revocations: broadcast::Receiver<String>,
+}
+
+impl TokenWatch {
+    /// Resolves when the token expires or is revoked, with the reason.
+    pub async fn wait(&mut self) -> &'static str {
+        let left = (self.expires_at - now_ms()).max(0) as u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(left);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return "token expired",
+                r = self.revocations.recv() => match r {
+                    Ok(id) if id == self.token_id => return "token revoked",
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Ok(Some(t)) = self.core.store.token_by_id(&self.token_id).await {
+                            if t.revoked_at.is_some() {
+                                return "token revoked";
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                },
+            }
+        }
+    }
+}
+
+impl SessionHandle {
+    fn event(&self, kind: &str, data: serde_json::Value) -> EventDraft {
+        let mut ev = EventDraft::new(kind, data);
+        ev.session_id = Some(self.id.clone());
+        ev.principal = Some(self.principal.clone());
+        ev.actor = self.actor.clone();
+        ev.connection = Some(self.connection.clone());
+        ev
+    }
+
+    /// Records commands durably; call before forwarding them. Returns each
+    /// command's event number, to attach its outcome to.
+    pub async fn record_commands(&self, commands: &[Command]) -> Result<Vec<i64>, StoreError> {
+        let drafts = commands
+            .iter()
+            .map(|c| self.event("command", serde_json::to_value(c).unwrap_or_default()))
+            .collect();
+        self.core.store.append(drafts).await
+    }
+
+    /// Records how a command ended, without waiting for the commit.
+    pub fn record_outcome(&self, command_seq: i64, outcome: &CommandOutcome) {
+        let mut data = serde_json::to_value(outcome).unwrap_or_default();
+        data["command_seq"] = json!(command_seq);
+        self.core.store.append_background(vec![self.event("command.result", data)]);
+    }
+
+    /// A watch that resolves when the session's token expires or is revoked.
+    pub fn token_watch(&self) -> TokenWatch {
+        TokenWatch {
+            core: self.core.clone(),
+            token_id: self.token_id.clone(),
+            expires_at: self.expires_at,
+            revocations: self.core.revocations.subscribe(),
+        }
+    }
+
+    /// Ends the session: updates its record and appends the end event.
+    pub async fn close(self, bytes_in: u64, bytes_out: u64, outcome: &str) {
+        let store = &self.core.store;
+        if let Err(e) = store.end_session(&self.id, now_ms(), bytes_in as i64, bytes_out as i64, outcome).await {
+            tracing::error!(session = %self.id, error = %e, "could not close session record");
+        }
+        let ev = self.event("session.end", json!({"outcome": outcome, "bytes_in": bytes_in, "bytes_out": bytes_out}));
+        if let Err(e) = store.append(vec![ev]).await {
+            tracing::error!(session = %self.id, error = %e, "could not record session end");
+        }
+    }
+}

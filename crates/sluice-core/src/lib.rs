@@ -1,0 +1,18 @@
+//! sluice core: what every protocol adapter shares — tokens, the store,
+//! the hash-chained audit log, the protocol-neutral command model, and the
+//! `Core` facade the adapters call.
+
+pub mod audit;
+pub mod command;
+pub mod connection;
+pub mod core;
+pub mod secret;
+pub mod store;
+pub mod time;
+pub mod token;
+
+pub use crate::core::{AuthError, Core, CoreError, Grant, IssueRequest, SessionHandle, TokenWatch};
+pub use command::{Command, CommandOutcome};
+pub use connection::{Connection, TargetTls};
+pub use secret::Secret;
+pub use store::{Store, StoreError};

@@ -1,0 +1,60 @@
+//! Cancel keys: clients get a key made up by the gateway, never the
+//! backend's; a CancelRequest carrying it is passed to the right backend.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use rand::Rng;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[derive(Clone)]
+struct Backend {
+    address: String,
+    pid: i32,
+    key: i32,
+}
+
+/// The live sessions' cancel keys.
+#[derive(Default)]
+pub struct CancelRegistry {
+    map: Mutex<HashMap<(i32, i32), Backend>>,
+}
+
+impl CancelRegistry {
+    /// Registers a backend; returns the (pid, key) pair to give the client.
+    pub fn register(&self, address: &str, pid: i32, key: i32) -> (i32, i32) {
+        let mut rng = rand::thread_rng();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let id = (rng.gen_range(1..i32::MAX), rng.gen::<i32>());
+            if let std::collections::hash_map::Entry::Vacant(v) = map.entry(id) {
+                v.insert(Backend { address: address.to_string(), pid, key });
+                return id;
+            }
+        }
+    }
+
+    /// Forgets a session's key.
+    pub fn remove(&self, id: (i32, i32)) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Forwards a cancel to the backend the key belongs to; unknown keys are
+    /// ignored, as the server does, so keys cannot be probed.
+    pub async fn cancel(&self, pid: i32, key: i32) -> bool {
+        let backend = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&(pid, key)).cloned();
+        let Some(b) = backend else { return false };
+        let mut buf = BytesMut::new();
+        frontend::cancel_request(b.pid, b.key, &mut buf);
+        match TcpStream::connect(&b.address).await {
+            Ok(mut s) => s.write_all(&buf).await.is_ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not forward a cancel request");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The gateway's HTTP API: the one way in for every client command.
+//! Every route requires the admin credential as a bearer token.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use sluice_core::store::{SessionFilter, TokenRecord};
+use sluice_core::{Core, CoreError, IssueRequest, StoreError};
+
+/// An API error, rendered as `{"error": "..."}` with a status.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error in API");
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable".into())
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
+            CoreError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+            CoreError::Store(s) => s.into(),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Builds the router.
+pub fn router(core: Arc<Core>) -> Router {
+    Router::new()
+        .route("/v1/tokens", post(issue_token).get(list_tokens))
+        .route("/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/sessions/{id}", get(show_session))
+        .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/connections", get(list_connections))
+        .layer(middleware::from_fn_with_state(core.clone(), require_admin))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(core)
+}
+
+async fn require_admin(State(core): State<Arc<Core>>, mut req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    match core.check_admin(presented).await {
+        Ok(Some(admin)) => {
+            req.extensions_mut().insert(admin);
+            next.run(req).await
+        }
+        Ok(None) => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid admin credential: pass --config or set SLUICE_TOKEN".into(),
+        )
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn issue_token(
+    State(core): State<Arc<Core>>,
+    Extension(admin): Extension<TokenRecord>,
+    Json(req): Json<IssueRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (token, rec) = core.issue_token(req, &admin.principal).await?;
+    Ok(Json(json!({"token": token, "record": rec})))
+}
+
+#[derive(Deserialize)]
+struct ListTokens {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_tokens(State(core): State<Arc<Core>>, Query(q): Query<ListTokens>) -> ApiResult<Json<Vec<TokenRecord>>> {
+    let now = sluice_core::time::now_ms();
+    let mut tokens = core.store().list_tokens("access").await?;
+    if !q.all {
+        tokens.retain(|t| t.revoked_at.is_none() && t.expires_at.is_some_and(|e| e > now));
+    }
+    Ok(Json(tokens))
+}
+
+async fn revoke_token(
+    State(core): State<Arc<Core>>,
+    Extension(admin): Extension<TokenRecord>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    core.revoke_token(&id, &admin.principal).await?;
+    Ok(Json(json!({"revoked": id})))
+}
+
+#[derive(Deserialize)]
+struct ListSessions {
+    connection: Option<String>,
+    principal: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+}
+
+fn parse_time(field: &str, v: Option<String>) -> ApiResult<Option<i64>> {
+    v.map(|s| {
+        sluice_core::time::parse_time_or_ago(&s).ok_or_else(|| {
+            ApiError(StatusCode::BAD_REQUEST, format!("{field}: expected RFC 3339 time or a duration ago (2h), got {s:?}"))
+        })
+    })
+    .transpose()
+}
+
+async fn list_sessions(State(core): State<Arc<Core>>, Query(q): Query<ListSessions>) -> ApiResult<Json<serde_json::Value>> {
+    let filter = SessionFilter {
+        connection: q.connection,
+        principal: q.principal,
+        since: parse_time("since", q.since)?,
+        until: parse_time("until", q.until)?,
+        limit: q.limit,
+    };
+    Ok(Json(json!(core.store().list_sessions(filter).await?)))
+}
+
+async fn show_session(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let Some(session) = core.store().session(&id).await? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no session with id {id}")));
+    };
+    let events = core.store().session_events(&id).await?;
+    let events: Vec<serde_json::Value> = events
+        .into_iter()
+        .map(|e| {
+            json!({"seq": e.seq, "ts": e.ts, "kind": e.kind,
+                   "data": serde_json::from_str::<serde_json::Value>(&e.data).unwrap_or(json!(e.data))})
+        })
+        .collect();
+    Ok(Json(json!({"session": session, "events": events})))
+}
+
+async fn verify_audit(State(core): State<Arc<Core>>) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(json!(core.store().verify_chain().await?)))
+}
+
+async fn list_connections(State(core): State<Arc<Core>>) -> Json<serde_json::Value> {
+    let list: Vec<serde_json::Value> = core
+        .connections()
+        .map(|c| json!({"name": c.name, "kind": c.kind, "address": c.address, "database": c.database, "tags": c.tags}))
+        .collect();
+    Json(json!(list))
+}

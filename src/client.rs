@@ -1,0 +1,65 @@
+//! The CLI side of the API: finds the gateway and the admin credential.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// An authenticated API client.
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// `SLUICE_URL` / `SLUICE_TOKEN` win; otherwise the config's API address
+    /// and the admin credential in its data directory.
+    pub fn from_env_or_config(cfg: &Config) -> Result<ApiClient> {
+        let base = match std::env::var("SLUICE_URL") {
+            Ok(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
+            _ => format!("http://{}", cfg.gateway.api_listen),
+        };
+        let token = match std::env::var("SLUICE_TOKEN") {
+            Ok(t) if !t.is_empty() => t,
+            _ => {
+                let path = cfg.data_dir().join(crate::gateway::ADMIN_TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no admin credential: {} is not readable (start the gateway once, pass --config, or set SLUICE_TOKEN)",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        Ok(ApiClient { base, token, http: reqwest::Client::new() })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the gateway API at {}: {e}", self.base))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = body.get("error").and_then(Value::as_str).unwrap_or("request failed");
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        Ok(body)
+    }
+
+    /// GET with query parameters.
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+    }
+
+    /// POST a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    }
+}

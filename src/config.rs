@@ -1,0 +1,267 @@
+//! The TOML configuration: gateway settings, listeners, named connections.
+//! Unknown keys and bad values are errors naming the key and the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use sluice_core::{Connection, Secret, TargetTls};
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    #[serde(default)]
+    pub postgres: PostgresSection,
+    #[serde(default)]
+    pub connections: Vec<ConnectionSection>,
+    /// Where the file was read from; relative paths resolve against its directory.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// `[gateway]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_api_listen")]
+    pub api_listen: String,
+    /// `postgres://...` to share the store between gateways; SQLite otherwise.
+    pub store: Option<String>,
+    /// Longest lifetime a token may be issued with.
+    #[serde(default = "default_max_ttl", with = "humantime_serde_compat")]
+    pub max_token_ttl: Duration,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("sluice-data")
+}
+fn default_api_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            data_dir: default_data_dir(),
+            api_listen: default_api_listen(),
+            store: None,
+            max_token_ttl: default_max_ttl(),
+        }
+    }
+}
+
+/// `[postgres]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    #[serde(default = "default_pg_listen")]
+    pub listen: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Accept non-TLS sessions from loopback clients (the token then crosses in clear on loopback).
+    #[serde(default)]
+    pub allow_plaintext_loopback: bool,
+}
+
+fn default_pg_listen() -> String {
+    "127.0.0.1:15432".into()
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        PostgresSection { listen: default_pg_listen(), tls_cert: None, tls_key: None, allow_plaintext_loopback: false }
+    }
+}
+
+/// `[[connections]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSection {
+    pub name: String,
+    pub kind: String,
+    pub address: String,
+    #[serde(default)]
+    pub database: Option<String>,
+    pub user: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Present only to refuse it with a helpful message.
+    password: Option<toml::Value>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    pub tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// TLS toward the target.
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.source = path.display().to_string();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The embedded defaults, relative to the working directory.
+    pub fn embedded() -> Config {
+        Config { source: "embedded defaults".into(), ..Config::default() }
+    }
+
+    /// Resolves a configured path against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.resolve(&self.gateway.data_dir)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.connections.iter().enumerate() {
+            let at = format!("{}: connections[{i}] ({:?})", self.source, c.name);
+            if c.name.is_empty() {
+                bail!("{}: connections[{i}].name must not be empty", self.source);
+            }
+            if !seen.insert(&c.name) {
+                bail!("{at}: name: another connection has the same name");
+            }
+            if c.kind != "postgres" {
+                bail!("{at}: kind: unsupported kind {:?} (supported: \"postgres\")", c.kind);
+            }
+            if c.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                bail!("{at}: address: expected host:port, got {:?}", c.address);
+            }
+            if c.password.is_some() {
+                bail!("{at}: password: inline passwords are not accepted; use password_env or password_file");
+            }
+            if c.password_env.is_some() && c.password_file.is_some() {
+                bail!("{at}: set only one of password_env and password_file");
+            }
+        }
+        for (key, addr) in [("gateway.api_listen", &self.gateway.api_listen), ("postgres.listen", &self.postgres.listen)] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                bail!("{}: {key}: expected ip:port, got {addr:?}", self.source);
+            }
+        }
+        if self.postgres.tls_cert.is_some() != self.postgres.tls_key.is_some() {
+            bail!("{}: postgres: set both tls_cert and tls_key, or neither", self.source);
+        }
+        Ok(())
+    }
+
+    /// The connections, with their target credentials read from env or file.
+    pub fn connections(&self) -> Result<Vec<Connection>> {
+        self.connections
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let at = format!("{}: connections[{i}] ({:?})", self.source, c.name);
+                let password = match (&c.password_env, &c.password_file) {
+                    (Some(var), None) => Some(Secret::new(
+                        std::env::var(var).map_err(|_| anyhow!("{at}: password_env: environment variable {var} is not set"))?,
+                    )),
+                    (None, Some(file)) => {
+                        let path = self.resolve(file);
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| anyhow!("{at}: password_file: cannot read {}: {e}", path.display()))?;
+                        Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
+                    }
+                    _ => None,
+                };
+                Ok(Connection {
+                    name: c.name.clone(),
+                    kind: c.kind.clone(),
+                    address: c.address.clone(),
+                    database: c.database.clone().unwrap_or_else(|| c.name.clone()),
+                    user: c.user.clone(),
+                    password,
+                    tls: match c.tls {
+                        TlsMode::Disable => TargetTls::Disable,
+                        TlsMode::Prefer => TargetTls::Prefer,
+                        TlsMode::Require => TargetTls::Require,
+                        TlsMode::VerifyFull => TargetTls::VerifyFull,
+                    },
+                    tls_ca_file: c.tls_ca_file.as_ref().map(|p| self.resolve(p)),
+                    tags: c.tags.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, text)?;
+        Config::load(&path)
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let e = load_str("[gateway]\nbogus = 1\n").unwrap_err().to_string();
+        assert!(e.contains("sluice.toml") && e.contains("bogus"), "{e}");
+        let e = load_str("[[connections]]\nname='a'\nkind='postgres'\naddress='h:1'\nuser='u'\ntls='sometimes'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sometimes") && e.contains("tls"), "{e}");
+        let e = load_str("[[connections]]\nname='a'\nkind='postgres'\naddress='h:1'\nuser='u'\npassword='x'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inline passwords"), "{e}");
+        let e = load_str("[[connections]]\nname='a'\nkind='postgres'\naddress='nohost'\nuser='u'\n").unwrap_err().to_string();
+        assert!(e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn quickstart_example_parses() {
+        let cfg = Config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.toml"))).unwrap();
+        assert_eq!(cfg.connections[0].name, "shop");
+        assert_eq!(cfg.connections[0].tags.get("env").map(String::as_str), Some("prod"));
+    }
+}

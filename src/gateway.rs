@@ -1,0 +1,99 @@
+//! `sluice gateway`: opens the store, ensures the admin credential, and
+//! runs the listeners and the API until interrupted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use sluice_core::audit::EventDraft;
+use sluice_core::{Core, Store};
+use sluice_pg::{PgGateway, PgOptions};
+
+use crate::config::Config;
+
+/// The file in the data directory that holds the CLI's admin credential.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Runs the gateway.
+pub async fn run(cfg: Config) -> Result<()> {
+    let data_dir = cfg.data_dir();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let connections = cfg.connections()?;
+    let store = Store::open(cfg.gateway.store.as_deref(), &data_dir.join("sluice.db"))
+        .await
+        .context("cannot open the store")?;
+    let core = Core::new(store, connections, cfg.gateway.max_token_ttl);
+    core.spawn_revocation_watch(Duration::from_secs(1));
+    ensure_admin_credential(&core, &data_dir).await?;
+
+    let server_tls = sluice_pg::tls::server_config(
+        cfg.postgres.tls_cert.as_ref().map(|p| cfg.resolve(p)).as_deref(),
+        cfg.postgres.tls_key.as_ref().map(|p| cfg.resolve(p)).as_deref(),
+        &data_dir,
+    )?;
+    let pg = PgGateway::new(
+        core.clone(),
+        PgOptions { server_tls, allow_plaintext_loopback: cfg.postgres.allow_plaintext_loopback },
+    )?;
+    let pg_listener = sluice_pg::bind(&cfg.postgres.listen)
+        .await
+        .with_context(|| format!("postgres.listen: cannot listen on {}", cfg.postgres.listen))?;
+    let api_listener = tokio::net::TcpListener::bind(&cfg.gateway.api_listen)
+        .await
+        .with_context(|| format!("gateway.api_listen: cannot listen on {}", cfg.gateway.api_listen))?;
+
+    core.record(EventDraft::new(
+        "gateway.start",
+        json!({"version": env!("CARGO_PKG_VERSION"), "postgres": cfg.postgres.listen, "api": cfg.gateway.api_listen,
+               "connections": core.connections().map(|c| c.name.clone()).collect::<Vec<_>>()}),
+    ))
+    .await?;
+    tracing::info!(
+        postgres = %pg_listener.local_addr()?, api = %api_listener.local_addr()?, store = core.store().backend(),
+        config = %cfg.source, data_dir = %data_dir.display(), "sluice gateway running"
+    );
+    eprintln!(
+        "sluice gateway: postgres on {}, API on http://{}, store {} ({})",
+        pg_listener.local_addr()?,
+        api_listener.local_addr()?,
+        core.store().backend(),
+        data_dir.display()
+    );
+
+    tokio::spawn(pg.serve(pg_listener));
+    let api = axum::serve(api_listener, crate::api::router(core.clone()));
+    tokio::select! {
+        r = api => r.context("API server failed")?,
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Keeps the admin credential in the data directory valid: a missing or
+/// unknown one (a fresh store, say) is replaced by a new one.
+async fn ensure_admin_credential(core: &Arc<Core>, data_dir: &std::path::Path) -> Result<()> {
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if core.check_admin(existing.trim()).await?.is_some() {
+            return Ok(());
+        }
+    }
+    let value = core.issue_admin_token("admin").await?;
+    sluice_pg::tls::write_private(&path, format!("{value}\n").as_bytes())?;
+    eprintln!("sluice: created the admin credential in {} (mode 0600)", path.display());
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! `sluice`: the gateway and its command-line client.
+
+mod api;
+mod client;
+mod config;
+mod gateway;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use sluice_core::time::format_ms;
+
+use crate::client::ApiClient;
+use crate::config::Config;
+
+/// Just-in-time access gateway for tool-using agents.
+#[derive(Parser)]
+#[command(name = "sluice", version)]
+struct Cli {
+    /// Configuration file; client commands read the API address and the admin credential from it.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway.
+    Gateway,
+    /// Issue, list and revoke access tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Inspect recorded sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCmd),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// List configured connections.
+    #[command(subcommand)]
+    Connections(ConnectionsCmd),
+}
+
+#[derive(Args)]
+struct JsonFlag {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Issue a short-lived token; the token is printed once, on stdout.
+    Issue {
+        /// Who is accountable (the user name clients connect with).
+        #[arg(long)]
+        principal: String,
+        /// The agent acting for the principal.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Connection the token opens (repeat for several).
+        #[arg(long = "connection", required = true)]
+        connections: Vec<String>,
+        /// Lifetime, such as 10m or 1h.
+        #[arg(long, default_value = "15m")]
+        ttl: humantime::Duration,
+        /// Number of connections it may open.
+        #[arg(long)]
+        uses: Option<i64>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List live tokens (never their values).
+    List {
+        /// Include expired and revoked tokens.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Revoke a token; sessions opened with it are closed within seconds.
+    Revoke {
+        /// Token id (tok_...).
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// List sessions, newest first.
+    List {
+        #[arg(long)]
+        connection: Option<String>,
+        #[arg(long)]
+        principal: Option<String>,
+        /// RFC 3339 time, or a duration ago (2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time, or a duration ago.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show one session's timeline.
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chain; names the first broken record.
+    Verify {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionsCmd {
+    /// List connections.
+    List {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    let cfg = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded(),
+    };
+    if let Cmd::Gateway = cli.command {
+        gateway::run(cfg).await?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let api = ApiClient::from_env_or_config(&cfg)?;
+    match cli.command {
+        Cmd::Gateway => unreachable!("handled above"),
+        Cmd::Token(t) => token(&api, t).await?,
+        Cmd::Sessions(s) => sessions(&api, s).await?,
+        Cmd::Connections(ConnectionsCmd::List { out }) => {
+            let list = api.get("/v1/connections", &[]).await?;
+            if out.json {
+                print_json(&list);
+            } else {
+                let rows = rows(&list, |c| {
+                    vec![s(c, "name"), s(c, "kind"), s(c, "address"), s(c, "database"), c["tags"].to_string()]
+                });
+                table(&["NAME", "KIND", "ADDRESS", "DATABASE", "TAGS"], rows);
+            }
+        }
+        Cmd::Audit(AuditCmd::Verify { out }) => {
+            let report = api.get("/v1/audit/verify", &[]).await?;
+            let ok = report["ok"].as_bool().unwrap_or(false);
+            if out.json {
+                print_json(&report);
+            } else if ok {
+                println!("audit chain intact: {} events verified", report["checked"]);
+            } else {
+                println!(
+                    "audit chain BROKEN at event {}: {}",
+                    report["first_broken_seq"],
+                    report["problem"].as_str().unwrap_or("unknown problem")
+                );
+            }
+            if !ok {
+                return Ok(std::process::ExitCode::from(1));
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
+    match cmd {
+        TokenCmd::Issue { principal, actor, connections, ttl, uses, out } => {
+            let ttl_secs = ttl.as_secs();
+            if ttl_secs == 0 {
+                bail!("--ttl must be at least 1s");
+            }
+            let resp = api
+                .post(
+                    "/v1/tokens",
+                    &json!({"principal": principal, "actor": actor, "connections": connections, "ttl_secs": ttl_secs, "uses": uses}),
+                )
+                .await?;
+            if out.json {
+                print_json(&resp);
+            } else {
+                let rec = &resp["record"];
+                eprintln!(
+                    "token {} for {} on {} expires {} (shown once; store it now)",
+                    s(rec, "id"),
+                    s(rec, "principal"),
+                    rec["connections"].as_array().map(|a| a.iter().map(|v| v.as_str().unwrap_or("")).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                    rec["expires_at"].as_i64().map(format_ms).unwrap_or_default()
+                );
+                println!("{}", s(&resp, "token"));
+            }
+        }
+        TokenCmd::List { all, out } => {
+            let list = api.get("/v1/tokens", &[("all", all.to_string())]).await?;
+            if out.json {
+                print_json(&list);
+            } else {
+                let now = sluice_core::time::now_ms();
+                let rows = rows(&list, |t| {
+                    let state = if !t["revoked_at"].is_null() {
+                        "revoked"
+                    } else if t["expires_at"].as_i64().unwrap_or(0) <= now {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    vec![
+                        s(t, "id"),
+                        s(t, "principal"),
+                        s(t, "actor"),
+                        t["connections"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                        t["expires_at"].as_i64().map(format_ms).unwrap_or_default(),
+                        t["uses_left"].as_i64().map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+                        state.into(),
+                    ]
+                });
+                table(&["ID", "PRINCIPAL", "ACTOR", "CONNECTIONS", "EXPIRES", "USES", "STATE"], rows);
+            }
+        }
+        TokenCmd::Revoke { id, out } => {
+            let resp = api.post(&format!("/v1/tokens/{id}/revoke"), &json!({})).await?;
+            if out.json {
+                print_json(&resp);
+            } else {
+                println!("revoked {id}; sessions opened with it are being closed");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
+    match cmd {
+        SessionsCmd::List { connection, principal, since, until, limit, out } => {
+            let mut q = vec![("limit", limit.to_string())];
+            for (k, v) in [("connection", connection), ("principal", principal), ("since", since), ("until", until)] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let list = api.get("/v1/sessions", &q).await?;
+            if out.json {
+                print_json(&list);
+            } else {
+                let rows = rows(&list, |r| {
+                    vec![
+                        s(r, "id"),
+                        s(r, "principal"),
+                        s(r, "actor"),
+                        s(r, "connection"),
+                        s(r, "client_addr"),
+                        r["started_at"].as_i64().map(format_ms).unwrap_or_default(),
+                        r["ended_at"].as_i64().map(format_ms).unwrap_or_else(|| "-".into()),
+                        s(r, "outcome"),
+                    ]
+                });
+                table(&["ID", "PRINCIPAL", "ACTOR", "CONNECTION", "CLIENT", "STARTED", "ENDED", "OUTCOME"], rows);
+            }
+        }
+        SessionsCmd::Show { id, out } => {
+            let resp = api.get(&format!("/v1/sessions/{id}"), &[]).await?;
+            if out.json {
+                print_json(&resp);
+                return Ok(());
+            }
+            let ses = &resp["session"];
+            println!("session     {}", s(ses, "id"));
+            println!("principal   {}", s(ses, "principal"));
+            if !ses["actor"].is_null() {
+                println!("actor       {}", s(ses, "actor"));
+            }
+            println!("connection  {} ({})", s(ses, "connection"), s(ses, "protocol"));
+            println!("client      {}", s(ses, "client_addr"));
+            println!("started     {}", ses["started_at"].as_i64().map(format_ms).unwrap_or_default());
+            println!("ended       {}", ses["ended_at"].as_i64().map(format_ms).unwrap_or_else(|| "(open)".into()));
+            println!("bytes       in {} / out {}", ses["bytes_in"], ses["bytes_out"]);
+            println!("outcome     {}", s(ses, "outcome"));
+            println!();
+            for e in resp["events"].as_array().into_iter().flatten() {
+                let ts = e["ts"].as_i64().map(format_ms).unwrap_or_default();
+                let d = &e["data"];
+                let line = match e["kind"].as_str().unwrap_or("") {
+                    "command" => format!("[{}] {}", s(d, "path"), s(d, "text")),
+                    "command.result" => {
+                        let mut l = format!("#{} {} in {}us", d["command_seq"], s(d, "status"), d["duration_us"]);
+                        if let Some(r) = d["rows"].as_u64() {
+                            l.push_str(&format!(", {r} rows"));
+                        }
+                        if let Some(c) = d["error_code"].as_str() {
+                            l.push_str(&format!(", SQLSTATE {c}"));
+                        }
+                        l
+                    }
+                    _ => d.to_string(),
+                };
+                println!("{ts}  #{:<6} {:<15} {line}", e["seq"], s(e, "kind"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn s(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::Null => "-".into(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn rows(list: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array().map(|a| a.iter().map(f).collect()).unwrap_or_default()
+}
+
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
