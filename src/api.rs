@@ -26,7 +26,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error in API");
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable".into())
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable".into(),
+        )
     }
 }
 
@@ -92,7 +95,10 @@ struct ListTokens {
     all: bool,
 }
 
-async fn list_tokens(State(core): State<Arc<Core>>, Query(q): Query<ListTokens>) -> ApiResult<Json<Vec<TokenRecord>>> {
+async fn list_tokens(
+    State(core): State<Arc<Core>>,
+    Query(q): Query<ListTokens>,
+) -> ApiResult<Json<Vec<TokenRecord>>> {
     let now = sluice_core::time::now_ms();
     let mut tokens = core.store().list_tokens("access").await?;
     if !q.all {
@@ -122,13 +128,19 @@ struct ListSessions {
 fn parse_time(field: &str, v: Option<String>) -> ApiResult<Option<i64>> {
     v.map(|s| {
         sluice_core::time::parse_time_or_ago(&s).ok_or_else(|| {
-            ApiError(StatusCode::BAD_REQUEST, format!("{field}: expected RFC 3339 time or a duration ago (2h), got {s:?}"))
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{field}: expected RFC 3339 time or a duration ago (2h), got {s:?}"),
+            )
         })
     })
     .transpose()
 }
 
-async fn list_sessions(State(core): State<Arc<Core>>, Query(q): Query<ListSessions>) -> ApiResult<Json<serde_json::Value>> {
+async fn list_sessions(
+    State(core): State<Arc<Core>>,
+    Query(q): Query<ListSessions>,
+) -> ApiResult<Json<serde_json::Value>> {
     let filter = SessionFilter {
         connection: q.connection,
         principal: q.principal,
@@ -139,9 +151,15 @@ async fn list_sessions(State(core): State<Arc<Core>>, Query(q): Query<ListSessio
     Ok(Json(json!(core.store().list_sessions(filter).await?)))
 }
 
-async fn show_session(State(core): State<Arc<Core>>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+async fn show_session(
+    State(core): State<Arc<Core>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let Some(session) = core.store().session(&id).await? else {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no session with id {id}")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no session with id {id}"),
+        ));
     };
     let events = core.store().session_events(&id).await?;
     let events: Vec<serde_json::Value> = events

@@ -35,7 +35,11 @@ impl ApiClient {
                     .to_string()
             }
         };
-        Ok(ApiClient { base, token, http: reqwest::Client::new() })
+        Ok(ApiClient {
+            base,
+            token,
+            http: reqwest::Client::new(),
+        })
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
@@ -47,7 +51,10 @@ impl ApiClient {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let msg = body.get("error").and_then(Value::as_str).unwrap_or("request failed");
+            let msg = body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("request failed");
             bail!("{msg} (HTTP {})", status.as_u16());
         }
         Ok(body)
@@ -55,11 +62,13 @@ impl ApiClient {
 
     /// GET with query parameters.
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.base)).query(query)).await
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query))
+            .await
     }
 
     /// POST a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 }

@@ -81,7 +81,12 @@ fn default_pg_listen() -> String {
 
 impl Default for PostgresSection {
     fn default() -> Self {
-        PostgresSection { listen: default_pg_listen(), tls_cert: None, tls_key: None, allow_plaintext_loopback: false }
+        PostgresSection {
+            listen: default_pg_listen(),
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext_loopback: false,
+        }
     }
 }
 
@@ -123,15 +128,18 @@ mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
     }
 }
 
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-        let mut cfg: Config = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text)
+            .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.source = path.display().to_string();
         cfg.validate()?;
@@ -140,7 +148,10 @@ impl Config {
 
     /// The embedded defaults, relative to the working directory.
     pub fn embedded() -> Config {
-        Config { source: "embedded defaults".into(), ..Config::default() }
+        Config {
+            source: "embedded defaults".into(),
+            ..Config::default()
+        }
     }
 
     /// Resolves a configured path against the config file's directory.
@@ -168,9 +179,16 @@ impl Config {
                 bail!("{at}: name: another connection has the same name");
             }
             if c.kind != "postgres" {
-                bail!("{at}: kind: unsupported kind {:?} (supported: \"postgres\")", c.kind);
+                bail!(
+                    "{at}: kind: unsupported kind {:?} (supported: \"postgres\")",
+                    c.kind
+                );
             }
-            if c.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            if c.address
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
                 bail!("{at}: address: expected host:port, got {:?}", c.address);
             }
             if c.password.is_some() {
@@ -180,13 +198,19 @@ impl Config {
                 bail!("{at}: set only one of password_env and password_file");
             }
         }
-        for (key, addr) in [("gateway.api_listen", &self.gateway.api_listen), ("postgres.listen", &self.postgres.listen)] {
+        for (key, addr) in [
+            ("gateway.api_listen", &self.gateway.api_listen),
+            ("postgres.listen", &self.postgres.listen),
+        ] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 bail!("{}: {key}: expected ip:port, got {addr:?}", self.source);
             }
         }
         if self.postgres.tls_cert.is_some() != self.postgres.tls_key.is_some() {
-            bail!("{}: postgres: set both tls_cert and tls_key, or neither", self.source);
+            bail!(
+                "{}: postgres: set both tls_cert and tls_key, or neither",
+                self.source
+            );
         }
         Ok(())
     }
@@ -199,13 +223,14 @@ impl Config {
             .map(|(i, c)| {
                 let at = format!("{}: connections[{i}] ({:?})", self.source, c.name);
                 let password = match (&c.password_env, &c.password_file) {
-                    (Some(var), None) => Some(Secret::new(
-                        std::env::var(var).map_err(|_| anyhow!("{at}: password_env: environment variable {var} is not set"))?,
-                    )),
+                    (Some(var), None) => Some(Secret::new(std::env::var(var).map_err(|_| {
+                        anyhow!("{at}: password_env: environment variable {var} is not set")
+                    })?)),
                     (None, Some(file)) => {
                         let path = self.resolve(file);
-                        let text = std::fs::read_to_string(&path)
-                            .map_err(|e| anyhow!("{at}: password_file: cannot read {}: {e}", path.display()))?;
+                        let text = std::fs::read_to_string(&path).map_err(|e| {
+                            anyhow!("{at}: password_file: cannot read {}: {e}", path.display())
+                        })?;
                         Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
                     }
                     _ => None,
@@ -250,18 +275,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sometimes") && e.contains("tls"), "{e}");
-        let e = load_str("[[connections]]\nname='a'\nkind='postgres'\naddress='h:1'\nuser='u'\npassword='x'\n")
-            .unwrap_err()
-            .to_string();
+        let e = load_str(
+            "[[connections]]\nname='a'\nkind='postgres'\naddress='h:1'\nuser='u'\npassword='x'\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("inline passwords"), "{e}");
-        let e = load_str("[[connections]]\nname='a'\nkind='postgres'\naddress='nohost'\nuser='u'\n").unwrap_err().to_string();
+        let e =
+            load_str("[[connections]]\nname='a'\nkind='postgres'\naddress='nohost'\nuser='u'\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("address"), "{e}");
     }
 
     #[test]
     fn quickstart_example_parses() {
-        let cfg = Config::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.toml"))).unwrap();
+        let cfg = Config::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/quickstart.toml"
+        )))
+        .unwrap();
         assert_eq!(cfg.connections[0].name, "shop");
-        assert_eq!(cfg.connections[0].tags.get("env").map(String::as_str), Some("prod"));
+        assert_eq!(
+            cfg.connections[0].tags.get("env").map(String::as_str),
+            Some("prod")
+        );
     }
 }

@@ -18,7 +18,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// Runs the gateway.
 pub async fn run(cfg: Config) -> Result<()> {
     let data_dir = cfg.data_dir();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let connections = cfg.connections()?;
     let store = Store::open(cfg.gateway.store.as_deref(), &data_dir.join("sluice.db"))
         .await
@@ -28,20 +29,36 @@ pub async fn run(cfg: Config) -> Result<()> {
     ensure_admin_credential(&core, &data_dir).await?;
 
     let server_tls = sluice_pg::tls::server_config(
-        cfg.postgres.tls_cert.as_ref().map(|p| cfg.resolve(p)).as_deref(),
-        cfg.postgres.tls_key.as_ref().map(|p| cfg.resolve(p)).as_deref(),
+        cfg.postgres
+            .tls_cert
+            .as_ref()
+            .map(|p| cfg.resolve(p))
+            .as_deref(),
+        cfg.postgres
+            .tls_key
+            .as_ref()
+            .map(|p| cfg.resolve(p))
+            .as_deref(),
         &data_dir,
     )?;
     let pg = PgGateway::new(
         core.clone(),
-        PgOptions { server_tls, allow_plaintext_loopback: cfg.postgres.allow_plaintext_loopback },
+        PgOptions {
+            server_tls,
+            allow_plaintext_loopback: cfg.postgres.allow_plaintext_loopback,
+        },
     )?;
     let pg_listener = sluice_pg::bind(&cfg.postgres.listen)
         .await
         .with_context(|| format!("postgres.listen: cannot listen on {}", cfg.postgres.listen))?;
     let api_listener = tokio::net::TcpListener::bind(&cfg.gateway.api_listen)
         .await
-        .with_context(|| format!("gateway.api_listen: cannot listen on {}", cfg.gateway.api_listen))?;
+        .with_context(|| {
+            format!(
+                "gateway.api_listen: cannot listen on {}",
+                cfg.gateway.api_listen
+            )
+        })?;
 
     core.record(EventDraft::new(
         "gateway.start",
@@ -73,7 +90,8 @@ pub async fn run(cfg: Config) -> Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -94,6 +112,9 @@ async fn ensure_admin_credential(core: &Arc<Core>, data_dir: &std::path::Path) -
     }
     let value = core.issue_admin_token("admin").await?;
     sluice_pg::tls::write_private(&path, format!("{value}\n").as_bytes())?;
-    eprintln!("sluice: created the admin credential in {} (mode 0600)", path.display());
+    eprintln!(
+        "sluice: created the admin credential in {} (mode 0600)",
+        path.display()
+    );
     Ok(())
 }

@@ -139,11 +139,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the runtime: {e}");
@@ -179,7 +183,13 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 print_json(&list);
             } else {
                 let rows = rows(&list, |c| {
-                    vec![s(c, "name"), s(c, "kind"), s(c, "address"), s(c, "database"), c["tags"].to_string()]
+                    vec![
+                        s(c, "name"),
+                        s(c, "kind"),
+                        s(c, "address"),
+                        s(c, "database"),
+                        c["tags"].to_string(),
+                    ]
                 });
                 table(&["NAME", "KIND", "ADDRESS", "DATABASE", "TAGS"], rows);
             }
@@ -208,7 +218,14 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
 
 async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
     match cmd {
-        TokenCmd::Issue { principal, actor, connections, ttl, uses, out } => {
+        TokenCmd::Issue {
+            principal,
+            actor,
+            connections,
+            ttl,
+            uses,
+            out,
+        } => {
             let ttl_secs = ttl.as_secs();
             if ttl_secs == 0 {
                 bail!("--ttl must be at least 1s");
@@ -227,8 +244,18 @@ async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
                     "token {} for {} on {} expires {} (shown once; store it now)",
                     s(rec, "id"),
                     s(rec, "principal"),
-                    rec["connections"].as_array().map(|a| a.iter().map(|v| v.as_str().unwrap_or("")).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-                    rec["expires_at"].as_i64().map(format_ms).unwrap_or_default()
+                    rec["connections"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .map(|v| v.as_str().unwrap_or(""))
+                            .collect::<Vec<_>>()
+                            .join(","))
+                        .unwrap_or_default(),
+                    rec["expires_at"]
+                        .as_i64()
+                        .map(format_ms)
+                        .unwrap_or_default()
                 );
                 println!("{}", s(&resp, "token"));
             }
@@ -251,17 +278,41 @@ async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
                         s(t, "id"),
                         s(t, "principal"),
                         s(t, "actor"),
-                        t["connections"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                        t["connections"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .unwrap_or_default(),
                         t["expires_at"].as_i64().map(format_ms).unwrap_or_default(),
-                        t["uses_left"].as_i64().map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+                        t["uses_left"]
+                            .as_i64()
+                            .map(|u| u.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         state.into(),
                     ]
                 });
-                table(&["ID", "PRINCIPAL", "ACTOR", "CONNECTIONS", "EXPIRES", "USES", "STATE"], rows);
+                table(
+                    &[
+                        "ID",
+                        "PRINCIPAL",
+                        "ACTOR",
+                        "CONNECTIONS",
+                        "EXPIRES",
+                        "USES",
+                        "STATE",
+                    ],
+                    rows,
+                );
             }
         }
         TokenCmd::Revoke { id, out } => {
-            let resp = api.post(&format!("/v1/tokens/{id}/revoke"), &json!({})).await?;
+            let resp = api
+                .post(&format!("/v1/tokens/{id}/revoke"), &json!({}))
+                .await?;
             if out.json {
                 print_json(&resp);
             } else {
@@ -274,9 +325,21 @@ async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
 
 async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
     match cmd {
-        SessionsCmd::List { connection, principal, since, until, limit, out } => {
+        SessionsCmd::List {
+            connection,
+            principal,
+            since,
+            until,
+            limit,
+            out,
+        } => {
             let mut q = vec![("limit", limit.to_string())];
-            for (k, v) in [("connection", connection), ("principal", principal), ("since", since), ("until", until)] {
+            for (k, v) in [
+                ("connection", connection),
+                ("principal", principal),
+                ("since", since),
+                ("until", until),
+            ] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -293,11 +356,26 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
                         s(r, "connection"),
                         s(r, "client_addr"),
                         r["started_at"].as_i64().map(format_ms).unwrap_or_default(),
-                        r["ended_at"].as_i64().map(format_ms).unwrap_or_else(|| "-".into()),
+                        r["ended_at"]
+                            .as_i64()
+                            .map(format_ms)
+                            .unwrap_or_else(|| "-".into()),
                         s(r, "outcome"),
                     ]
                 });
-                table(&["ID", "PRINCIPAL", "ACTOR", "CONNECTION", "CLIENT", "STARTED", "ENDED", "OUTCOME"], rows);
+                table(
+                    &[
+                        "ID",
+                        "PRINCIPAL",
+                        "ACTOR",
+                        "CONNECTION",
+                        "CLIENT",
+                        "STARTED",
+                        "ENDED",
+                        "OUTCOME",
+                    ],
+                    rows,
+                );
             }
         }
         SessionsCmd::Show { id, out } => {
@@ -312,11 +390,30 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
             if !ses["actor"].is_null() {
                 println!("actor       {}", s(ses, "actor"));
             }
-            println!("connection  {} ({})", s(ses, "connection"), s(ses, "protocol"));
+            println!(
+                "connection  {} ({})",
+                s(ses, "connection"),
+                s(ses, "protocol")
+            );
             println!("client      {}", s(ses, "client_addr"));
-            println!("started     {}", ses["started_at"].as_i64().map(format_ms).unwrap_or_default());
-            println!("ended       {}", ses["ended_at"].as_i64().map(format_ms).unwrap_or_else(|| "(open)".into()));
-            println!("bytes       in {} / out {}", ses["bytes_in"], ses["bytes_out"]);
+            println!(
+                "started     {}",
+                ses["started_at"]
+                    .as_i64()
+                    .map(format_ms)
+                    .unwrap_or_default()
+            );
+            println!(
+                "ended       {}",
+                ses["ended_at"]
+                    .as_i64()
+                    .map(format_ms)
+                    .unwrap_or_else(|| "(open)".into())
+            );
+            println!(
+                "bytes       in {} / out {}",
+                ses["bytes_in"], ses["bytes_out"]
+            );
             println!("outcome     {}", s(ses, "outcome"));
             println!();
             for e in resp["events"].as_array().into_iter().flatten() {
@@ -325,7 +422,12 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
                 let line = match e["kind"].as_str().unwrap_or("") {
                     "command" => format!("[{}] {}", s(d, "path"), s(d, "text")),
                     "command.result" => {
-                        let mut l = format!("#{} {} in {}us", d["command_seq"], s(d, "status"), d["duration_us"]);
+                        let mut l = format!(
+                            "#{} {} in {}us",
+                            d["command_seq"],
+                            s(d, "status"),
+                            d["duration_us"]
+                        );
                         if let Some(r) = d["rows"].as_u64() {
                             l.push_str(&format!(", {r} rows"));
                         }
@@ -352,7 +454,9 @@ fn s(v: &Value, key: &str) -> String {
 }
 
 fn rows(list: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
-    list.as_array().map(|a| a.iter().map(f).collect()).unwrap_or_default()
+    list.as_array()
+        .map(|a| a.iter().map(f).collect())
+        .unwrap_or_default()
 }
 
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
@@ -363,7 +467,11 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());

@@ -211,7 +211,17 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let data = format!("{{\"n\":{seq}}}");
-                let hash = event_hash(&prev, seq, 10, None, "command", Some("p"), None, None, &data);
+                let hash = event_hash(
+                    &prev,
+                    seq,
+                    10,
+                    None,
+                    "command",
+                    Some("p"),
+                    None,
+                    None,
+                    &data,
+                );
                 let e = Event {
                     seq,
                     ts: 10,

@@ -100,7 +100,10 @@ impl Core {
         let (revocations, _) = broadcast::channel(1024);
         Arc::new(Core {
             store,
-            connections: connections.into_iter().map(|c| (c.name.clone(), Arc::new(c))).collect(),
+            connections: connections
+                .into_iter()
+                .map(|c| (c.name.clone(), Arc::new(c)))
+                .collect(),
             revocations,
             max_ttl,
         })
@@ -118,11 +121,21 @@ impl Core {
 
     /// Appends one event and waits until it is durable.
     pub async fn record(&self, draft: EventDraft) -> Result<i64, StoreError> {
-        Ok(self.store.append(vec![draft]).await?.first().copied().unwrap_or(0))
+        Ok(self
+            .store
+            .append(vec![draft])
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(0))
     }
 
     /// Issues an access token; returns the token (shown once) and its record.
-    pub async fn issue_token(&self, req: IssueRequest, issued_by: &str) -> Result<(String, TokenRecord), CoreError> {
+    pub async fn issue_token(
+        &self,
+        req: IssueRequest,
+        issued_by: &str,
+    ) -> Result<(String, TokenRecord), CoreError> {
         if req.principal.trim().is_empty() {
             return Err(CoreError::Invalid("principal must not be empty".into()));
         }
@@ -132,7 +145,10 @@ impl Core {
         for c in &req.connections {
             if !self.connections.contains_key(c) {
                 let known: Vec<&str> = self.connections.keys().map(String::as_str).collect();
-                return Err(CoreError::Invalid(format!("unknown connection \"{c}\" (configured: {})", known.join(", "))));
+                return Err(CoreError::Invalid(format!(
+                    "unknown connection \"{c}\" (configured: {})",
+                    known.join(", ")
+                )));
             }
         }
         if req.ttl_secs == 0 || Duration::from_secs(req.ttl_secs) > self.max_ttl {
@@ -247,7 +263,12 @@ impl Core {
         result
     }
 
-    async fn check_token(&self, presented: &str, user: &str, connection: &str) -> Result<Grant, AuthError> {
+    async fn check_token(
+        &self,
+        presented: &str,
+        user: &str,
+        connection: &str,
+    ) -> Result<Grant, AuthError> {
         if !token::looks_like_token(presented) {
             return Err(AuthError::Invalid);
         }
@@ -333,7 +354,11 @@ impl Core {
                 tokio::time::sleep(every).await;
                 let Some(core) = core.upgrade() else { return };
                 let now = now_ms();
-                match core.store.revoked_since(since - every.as_millis() as i64).await {
+                match core
+                    .store
+                    .revoked_since(since - every.as_millis() as i64)
+                    .await
+                {
                     Ok(ids) => {
                         for id in ids {
                             let _ = core.revocations.send(id);
@@ -419,7 +444,9 @@ impl SessionHandle {
     pub fn record_outcome(&self, command_seq: i64, outcome: &CommandOutcome) {
         let mut data = serde_json::to_value(outcome).unwrap_or_default();
         data["command_seq"] = json!(command_seq);
-        self.core.store.append_background(vec![self.event("command.result", data)]);
+        self.core
+            .store
+            .append_background(vec![self.event("command.result", data)]);
     }
 
     /// A watch that resolves when the session's token expires or is revoked.
@@ -435,10 +462,22 @@ impl SessionHandle {
     /// Ends the session: updates its record and appends the end event.
     pub async fn close(self, bytes_in: u64, bytes_out: u64, outcome: &str) {
         let store = &self.core.store;
-        if let Err(e) = store.end_session(&self.id, now_ms(), bytes_in as i64, bytes_out as i64, outcome).await {
+        if let Err(e) = store
+            .end_session(
+                &self.id,
+                now_ms(),
+                bytes_in as i64,
+                bytes_out as i64,
+                outcome,
+            )
+            .await
+        {
             tracing::error!(session = %self.id, error = %e, "could not close session record");
         }
-        let ev = self.event("session.end", json!({"outcome": outcome, "bytes_in": bytes_in, "bytes_out": bytes_out}));
+        let ev = self.event(
+            "session.end",
+            json!({"outcome": outcome, "bytes_in": bytes_in, "bytes_out": bytes_out}),
+        );
         if let Err(e) = store.append(vec![ev]).await {
             tracing::error!(session = %self.id, error = %e, "could not record session end");
         }

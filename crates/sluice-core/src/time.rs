@@ -19,7 +19,10 @@ pub fn format_ms(ms: i64) -> String {
 /// Parses either RFC 3339 (`2026-11-26T10:00:00Z`) or a duration ago (`2h`).
 pub fn parse_time_or_ago(s: &str) -> Option<i64> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        return t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_millis() as i64);
+        return t
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as i64);
     }
     humantime::parse_duration(s)
         .ok()

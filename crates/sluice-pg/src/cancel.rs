@@ -31,7 +31,11 @@ impl CancelRegistry {
         loop {
             let id = (rng.gen_range(1..i32::MAX), rng.gen::<i32>());
             if let std::collections::hash_map::Entry::Vacant(v) = map.entry(id) {
-                v.insert(Backend { address: address.to_string(), pid, key });
+                v.insert(Backend {
+                    address: address.to_string(),
+                    pid,
+                    key,
+                });
                 return id;
             }
         }
@@ -39,22 +43,35 @@ impl CancelRegistry {
 
     /// Forgets a session's key.
     pub fn remove(&self, id: (i32, i32)) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 
     /// Forwards a cancel to the backend the key belongs to; unknown keys are
     /// ignored, as the server does, so keys cannot be probed.
     pub async fn cancel(&self, pid: i32, key: i32) -> bool {
-        let backend = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&(pid, key)).cloned();
+        let backend = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(pid, key))
+            .cloned();
         let Some(b) = backend else { return false };
-        let mut buf = BytesMut::new();
-        frontend::cancel_request(b.pid, b.key, &mut buf);
-        match TcpStream::connect(&b.address).await {
-            Ok(mut s) => s.write_all(&buf).await.is_ok(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not forward a cancel request");
-                false
-            }
+        cancel_backend(&b.address, b.pid, b.key).await
+    }
+}
+
+/// Sends a CancelRequest for a backend to its server.
+pub async fn cancel_backend(address: &str, pid: i32, key: i32) -> bool {
+    let mut buf = BytesMut::new();
+    frontend::cancel_request(pid, key, &mut buf);
+    match TcpStream::connect(address).await {
+        Ok(mut s) => s.write_all(&buf).await.is_ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not forward a cancel request");
+            false
         }
     }
 }

@@ -85,10 +85,11 @@ impl PgGateway {
     async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
         loop {
-            let first = match tokio::time::timeout(STARTUP_TIMEOUT, wire::read_startup(&mut tcp)).await {
-                Ok(r) => r,
-                Err(_) => return,
-            };
+            let first =
+                match tokio::time::timeout(STARTUP_TIMEOUT, wire::read_startup(&mut tcp)).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                };
             match first {
                 Ok(Startup::GssEnc) => {
                     // Refused as the server does when it has no GSSAPI: with 'N'.
@@ -100,7 +101,12 @@ impl PgGateway {
                     if tcp.write_all(b"S").await.is_err() {
                         return;
                     }
-                    let mut tls = match tokio::time::timeout(STARTUP_TIMEOUT, self.acceptor.accept(tcp)).await {
+                    let mut tls = match tokio::time::timeout(
+                        STARTUP_TIMEOUT,
+                        self.acceptor.accept(tcp),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -108,7 +114,8 @@ impl PgGateway {
                         }
                         Err(_) => return,
                     };
-                    let second = tokio::time::timeout(STARTUP_TIMEOUT, wire::read_startup(&mut tls)).await;
+                    let second =
+                        tokio::time::timeout(STARTUP_TIMEOUT, wire::read_startup(&mut tls)).await;
                     match second {
                         Ok(Ok(Startup::Start { minor, params })) => {
                             return self.session(Box::new(tls), peer, minor, params).await;
@@ -117,7 +124,15 @@ impl PgGateway {
                             self.cancels.cancel(pid, key).await;
                             return;
                         }
-                        Ok(Ok(_)) => return refuse(&mut tls, "08P01", "sluice: unexpected request inside TLS", None).await,
+                        Ok(Ok(_)) => {
+                            return refuse(
+                                &mut tls,
+                                "08P01",
+                                "sluice: unexpected request inside TLS",
+                                None,
+                            )
+                            .await
+                        }
                         Ok(Err(e)) => return refuse_startup(&mut tls, e).await,
                         Err(_) => return,
                     }
@@ -143,19 +158,43 @@ impl PgGateway {
         }
     }
 
-    async fn session(&self, mut io: BoxIo, peer: SocketAddr, minor: u16, params: Vec<(String, String)>) {
+    async fn session(
+        &self,
+        mut io: BoxIo,
+        peer: SocketAddr,
+        minor: u16,
+        params: Vec<(String, String)>,
+    ) {
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let Some(user) = get("user").filter(|u| !u.is_empty()) else {
-            return refuse(&mut io, "28000", "sluice: no user name given", Some("set user= to your principal")).await;
+            return refuse(
+                &mut io,
+                "28000",
+                "sluice: no user name given",
+                Some("set user= to your principal"),
+            )
+            .await;
         };
         let user = user.to_string();
-        let database = get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
+        let database = get("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or(&user)
+            .to_string();
         if get("replication").is_some_and(|r| !matches!(r, "false" | "off" | "no" | "0")) {
-            return refuse(&mut io, "0A000", "sluice: replication connections are not supported through the gateway", None)
-                .await;
+            return refuse(
+                &mut io,
+                "0A000",
+                "sluice: replication connections are not supported through the gateway",
+                None,
+            )
+            .await;
         }
         let mut out = BytesMut::new();
-        let unsupported: Vec<String> = params.iter().filter(|(n, _)| n.starts_with("_pq_.")).map(|(n, _)| n.clone()).collect();
+        let unsupported: Vec<String> = params
+            .iter()
+            .filter(|(n, _)| n.starts_with("_pq_."))
+            .map(|(n, _)| n.clone())
+            .collect();
         if minor > 0 || !unsupported.is_empty() {
             wire::negotiate_protocol_version(&mut out, 0, &unsupported);
         }
@@ -169,7 +208,11 @@ impl PgGateway {
             Err(_) => return,
         };
         let client_addr = peer.to_string();
-        let grant = match self.core.authenticate(&password, &user, &database, "postgres", &client_addr).await {
+        let grant = match self
+            .core
+            .authenticate(&password, &user, &database, "postgres", &client_addr)
+            .await
+        {
             Ok(g) => g,
             Err(e) => {
                 let code = match e {
@@ -181,11 +224,21 @@ impl PgGateway {
             }
         };
         drop(password);
-        let session = match self.core.open_session(&grant, "postgres", &client_addr).await {
+        let session = match self
+            .core
+            .open_session(&grant, "postgres", &client_addr)
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record session start; refusing");
-                return refuse(&mut io, "58000", "sluice: the audit store is unavailable; try again later", None).await;
+                return refuse(
+                    &mut io,
+                    "58000",
+                    "sluice: the audit store is unavailable; try again later",
+                    None,
+                )
+                .await;
             }
         };
         let conn = grant.connection.clone();
@@ -202,7 +255,9 @@ impl PgGateway {
                     _ => ("08006", format!("sluice: cannot open connection \"{}\": the target is unavailable", conn.name)),
                 };
                 refuse(&mut io, code, &msg, None).await;
-                session.close(0, 0, &format!("target unavailable: {e}")).await;
+                session
+                    .close(0, 0, &format!("target unavailable: {e}"))
+                    .await;
                 return;
             }
         };
@@ -223,8 +278,15 @@ impl PgGateway {
         let watch = session.token_watch();
         let end = relay::relay(io, target.io, &session, watch).await;
         self.cancels.remove(cancel_id);
+        if end.in_flight {
+            // Nobody will read the result: stop the work on the target
+            // rather than let it run to completion.
+            cancel::cancel_backend(&conn.address, target.pid, target.key).await;
+        }
         tracing::info!(session = %session.id, outcome = %end.outcome, "session closed");
-        session.close(end.bytes_in, end.bytes_out + out.len() as u64, &end.outcome).await;
+        session
+            .close(end.bytes_in, end.bytes_out + out.len() as u64, &end.outcome)
+            .await;
     }
 }
 
@@ -254,7 +316,12 @@ async fn refuse_startup<S: AsyncWrite + Unpin>(s: &mut S, e: StartupError) {
 }
 
 /// Sends a FATAL error and closes.
-async fn refuse<S: AsyncWrite + Unpin + ?Sized>(s: &mut S, code: &str, message: &str, hint: Option<&str>) {
+async fn refuse<S: AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) {
     let mut b = BytesMut::new();
     wire::error_response(&mut b, "FATAL", code, message, hint);
     let _ = s.write_all(&b).await;

@@ -32,6 +32,8 @@ pub struct RelayEnd {
     pub bytes_in: u64,
     /// Bytes sent to the client.
     pub bytes_out: u64,
+    /// Whether commands were still running on the target when it ended.
+    pub in_flight: bool,
 }
 
 #[derive(Debug)]
@@ -63,7 +65,12 @@ struct Fatal {
 
 /// Relays until either side closes, the token stops being valid, or a
 /// command cannot be recorded.
-pub async fn relay<C, S>(client: C, server: S, session: &SessionHandle, mut watch: TokenWatch) -> RelayEnd
+pub async fn relay<C, S>(
+    client: C,
+    server: S,
+    session: &SessionHandle,
+    mut watch: TokenWatch,
+) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Send,
     S: AsyncRead + AsyncWrite + Send,
@@ -74,13 +81,34 @@ where
     let (fatal_tx, fatal_rx) = mpsc::channel(1);
     let mut bytes_in = 0u64;
     let mut bytes_out = 0u64;
-    let c2s = client_to_server(client_r, server_w, session, queue.clone(), fatal_tx, &mut bytes_in);
-    let s2c = server_to_client(server_r, client_w, session, queue, fatal_rx, &mut watch, &mut bytes_out);
+    let c2s = client_to_server(
+        client_r,
+        server_w,
+        session,
+        queue.clone(),
+        fatal_tx,
+        &mut bytes_in,
+    );
+    let s2c = server_to_client(
+        server_r,
+        client_w,
+        session,
+        queue.clone(),
+        fatal_rx,
+        &mut watch,
+        &mut bytes_out,
+    );
     let outcome = tokio::select! {
         o = c2s => o,
         o = s2c => o,
     };
-    RelayEnd { outcome, bytes_in, bytes_out }
+    let in_flight = !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+    RelayEnd {
+        outcome,
+        bytes_in,
+        bytes_out,
+        in_flight,
+    }
 }
 
 struct ClientState {
@@ -93,12 +121,20 @@ enum Op {
     Sync,
 }
 
-fn decode_client_message(tag: u8, body: &[u8], st: &mut ClientState, ops: &mut Vec<Op>) -> Result<(), String> {
+fn decode_client_message(
+    tag: u8,
+    body: &[u8],
+    st: &mut ClientState,
+    ops: &mut Vec<Op>,
+) -> Result<(), String> {
     let bad = |what: &str| format!("malformed {what} message");
     match tag {
         b'Q' => {
             let (text, _) = cstr(body).ok_or_else(|| bad("Query"))?;
-            ops.push(Op::Command(command("simple", text.to_string()), Kind::Simple));
+            ops.push(Op::Command(
+                command("simple", text.to_string()),
+                Kind::Simple,
+            ));
         }
         b'P' => {
             let (name, rest) = cstr(body).ok_or_else(|| bad("Parse"))?;
@@ -134,8 +170,14 @@ fn decode_client_message(tag: u8, body: &[u8], st: &mut ClientState, ops: &mut V
         }
         b'S' => ops.push(Op::Sync),
         b'F' => {
-            let oid = body.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
-            ops.push(Op::Command(command("function-call", format!("-- function call, oid {oid}")), Kind::Simple));
+            let oid = body
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(0);
+            ops.push(Op::Command(
+                command("function-call", format!("-- function call, oid {oid}")),
+                Kind::Simple,
+            ));
         }
         _ => {}
     }
@@ -143,7 +185,11 @@ fn decode_client_message(tag: u8, body: &[u8], st: &mut ClientState, ops: &mut V
 }
 
 fn command(path: &str, text: String) -> Command {
-    Command { protocol: "postgres".into(), path: path.into(), text }
+    Command {
+        protocol: "postgres".into(),
+        path: path.into(),
+        text,
+    }
 }
 
 /// Client messages decoded whole; everything else streams through.
@@ -165,12 +211,21 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut passthrough = 0usize;
-    let mut st = ClientState { statements: HashMap::new(), portals: HashMap::new() };
+    let mut st = ClientState {
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+    };
     let mut ops = Vec::new();
     let fail = |code: &'static str, message: String, outcome: String| {
         let fatal = fatal.clone();
         async move {
-            let _ = fatal.send(Fatal { code, message, outcome }).await;
+            let _ = fatal
+                .send(Fatal {
+                    code,
+                    message,
+                    outcome,
+                })
+                .await;
             // The other half delivers the error and ends the relay.
             std::future::pending::<String>().await
         }
@@ -190,9 +245,15 @@ where
         let mut terminate = false;
         while buf.len() - pos >= 5 {
             let tag = buf[pos];
-            let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]]) as usize;
+            let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]])
+                as usize;
             if len < 4 {
-                return fail("08P01", "sluice: invalid message length".into(), "protocol error from client".into()).await;
+                return fail(
+                    "08P01",
+                    "sluice: invalid message length".into(),
+                    "protocol error from client".into(),
+                )
+                .await;
             }
             let total = len + 1;
             if client_inspects(tag) {
@@ -208,8 +269,15 @@ where
                     buf.reserve(total - (buf.len() - pos));
                     break;
                 }
-                if let Err(e) = decode_client_message(tag, &buf[pos + 5..pos + total], &mut st, &mut ops) {
-                    return fail("08P01", format!("sluice: {e}"), "protocol error from client".into()).await;
+                if let Err(e) =
+                    decode_client_message(tag, &buf[pos + 5..pos + total], &mut st, &mut ops)
+                {
+                    return fail(
+                        "08P01",
+                        format!("sluice: {e}"),
+                        "protocol error from client".into(),
+                    )
+                    .await;
                 }
                 terminate |= tag == b'X';
                 pos += total;
@@ -252,7 +320,13 @@ where
                     Op::Command(_, kind) => (kind, seqs.next().unwrap_or(0)),
                     Op::Sync => (Kind::Sync, 0),
                 };
-                q.push_back(Pending { kind, seq, started: now, rows: None, error: None });
+                q.push_back(Pending {
+                    kind,
+                    seq,
+                    started: now,
+                    rows: None,
+                    error: None,
+                });
             }
         }
         if pos > 0 {
@@ -279,7 +353,11 @@ fn complete(session: &SessionHandle, p: Pending, status: &str) {
     }
     let outcome = CommandOutcome {
         rows: p.rows,
-        status: if p.error.is_some() { "error".into() } else { status.into() },
+        status: if p.error.is_some() {
+            "error".into()
+        } else {
+            status.into()
+        },
         error_code: p.error,
         duration_us: p.started.elapsed().as_micros() as u64,
     };
@@ -290,7 +368,11 @@ fn on_server_message(tag: u8, body: &[u8], queue: &Queue, session: &SessionHandl
     let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
     match tag {
         b'C' | b'I' | b's' => {
-            let rows = if tag == b'C' { command_rows(body) } else { None };
+            let rows = if tag == b'C' {
+                command_rows(body)
+            } else {
+                None
+            };
             match q.front_mut() {
                 Some(p) if matches!(p.kind, Kind::Extended) => {
                     let mut p = q.pop_front().expect("front exists");
@@ -375,7 +457,8 @@ where
         passthrough -= pos;
         while buf.len() - pos >= 5 {
             let tag = buf[pos];
-            let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]]) as usize;
+            let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]])
+                as usize;
             if len < 4 {
                 return "protocol error from target".into();
             }

@@ -69,7 +69,10 @@ pub async fn connect(
 ) -> Result<TargetSession, TargetError> {
     tokio::time::timeout(limit, connect_inner(conn, tls, client_params))
         .await
-        .map_err(|_| TargetError::Connect { address: conn.address.clone(), message: "timed out".into() })?
+        .map_err(|_| TargetError::Connect {
+            address: conn.address.clone(),
+            message: "timed out".into(),
+        })?
 }
 
 async fn connect_inner(
@@ -79,7 +82,10 @@ async fn connect_inner(
 ) -> Result<TargetSession, TargetError> {
     let mut tcp = TcpStream::connect(&conn.address)
         .await
-        .map_err(|e| TargetError::Connect { address: conn.address.clone(), message: e.to_string() })?;
+        .map_err(|e| TargetError::Connect {
+            address: conn.address.clone(),
+            message: e.to_string(),
+        })?;
     let _ = tcp.set_nodelay(true);
     let mut io: BoxIo = match tls {
         None => Box::new(tcp),
@@ -90,10 +96,14 @@ async fn connect_inner(
             match tcp.read_u8().await.map_err(proto)? {
                 b'S' => {
                     let name = match conn.tls {
-                        TargetTls::VerifyFull => crate::tls::server_name(conn).map_err(TargetError::Tls)?,
+                        TargetTls::VerifyFull => {
+                            crate::tls::server_name(conn).map_err(TargetError::Tls)?
+                        }
                         // Not verified in these modes; any valid name will do.
-                        _ => crate::tls::server_name(conn)
-                            .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("static name")),
+                        _ => crate::tls::server_name(conn).unwrap_or_else(|_| {
+                            rustls::pki_types::ServerName::try_from("localhost")
+                                .expect("static name")
+                        }),
                     };
                     let stream = tokio_rustls::TlsConnector::from(cfg.clone())
                         .connect(name, tcp)
@@ -102,8 +112,16 @@ async fn connect_inner(
                     Box::new(stream)
                 }
                 b'N' if conn.tls == TargetTls::Prefer => Box::new(tcp),
-                b'N' => return Err(TargetError::Tls("the target does not accept TLS, and the connection requires it".into())),
-                other => return Err(TargetError::Protocol(format!("unexpected SSLRequest answer {other:#x}"))),
+                b'N' => {
+                    return Err(TargetError::Tls(
+                        "the target does not accept TLS, and the connection requires it".into(),
+                    ))
+                }
+                other => {
+                    return Err(TargetError::Protocol(format!(
+                        "unexpected SSLRequest answer {other:#x}"
+                    )))
+                }
             }
         }
     };
@@ -122,7 +140,11 @@ async fn connect_inner(
         conn.password
             .as_ref()
             .map(|p| p.expose().as_bytes())
-            .ok_or_else(|| TargetError::Protocol("the target asks for a password and the connection has none configured".into()))
+            .ok_or_else(|| {
+                TargetError::Protocol(
+                    "the target asks for a password and the connection has none configured".into(),
+                )
+            })
     };
     let mut inbuf = BytesMut::with_capacity(8192);
     let mut scram: Option<ScramSha256> = None;
@@ -157,26 +179,41 @@ async fn connect_inner(
                             mechs = rest;
                         }
                         if !offered {
-                            return Err(TargetError::Protocol("target offers no SASL mechanism sluice supports".into()));
+                            return Err(TargetError::Protocol(
+                                "target offers no SASL mechanism sluice supports".into(),
+                            ));
                         }
                         let s = ScramSha256::new(password()?, ChannelBinding::unsupported());
-                        frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out).map_err(proto)?;
+                        frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)
+                            .map_err(proto)?;
                         scram = Some(s);
                     }
                     11 => {
-                        let s = scram.as_mut().ok_or_else(|| TargetError::Protocol("SASL continue before start".into()))?;
-                        s.update(data).map_err(|e| TargetError::Auth { code: "28P01".into(), message: e.to_string() })?;
+                        let s = scram.as_mut().ok_or_else(|| {
+                            TargetError::Protocol("SASL continue before start".into())
+                        })?;
+                        s.update(data).map_err(|e| TargetError::Auth {
+                            code: "28P01".into(),
+                            message: e.to_string(),
+                        })?;
                         frontend::sasl_response(s.message(), &mut out).map_err(proto)?;
                     }
                     12 => {
-                        let s = scram.as_mut().ok_or_else(|| TargetError::Protocol("SASL final before start".into()))?;
+                        let s = scram.as_mut().ok_or_else(|| {
+                            TargetError::Protocol("SASL final before start".into())
+                        })?;
                         // Verifies the server's signature: a target that does not
                         // know the password cannot impersonate the real one.
-                        s.finish(data).map_err(|e| TargetError::Auth { code: "28P01".into(), message: e.to_string() })?;
+                        s.finish(data).map_err(|e| TargetError::Auth {
+                            code: "28P01".into(),
+                            message: e.to_string(),
+                        })?;
                         continue;
                     }
                     other => {
-                        return Err(TargetError::Protocol(format!("unsupported authentication method {other} requested by target")))
+                        return Err(TargetError::Protocol(format!(
+                            "unsupported authentication method {other} requested by target"
+                        )))
                     }
                 }
                 io.write_all(&out).await.map_err(proto)?;
@@ -201,13 +238,25 @@ async fn connect_inner(
                 if tag == b'Z' {
                     let (pid, key) = key.unwrap_or((0, 0));
                     if !inbuf.is_empty() {
-                        return Err(TargetError::Protocol("unexpected data after ReadyForQuery".into()));
+                        return Err(TargetError::Protocol(
+                            "unexpected data after ReadyForQuery".into(),
+                        ));
                     }
-                    return Ok(TargetSession { io, pid, key, startup_tail: tail });
+                    return Ok(TargetSession {
+                        io,
+                        pid,
+                        key,
+                        startup_tail: tail,
+                    });
                 }
             }
             b'v' => {} // NegotiateProtocolVersion: we asked for 3.0, nothing to adjust.
-            other => return Err(TargetError::Protocol(format!("unexpected message {:?} during startup", other as char))),
+            other => {
+                return Err(TargetError::Protocol(format!(
+                    "unexpected message {:?} during startup",
+                    other as char
+                )))
+            }
         }
     }
 }
@@ -221,7 +270,9 @@ async fn read_message(io: &mut BoxIo, buf: &mut BytesMut) -> Result<(u8, BytesMu
         if buf.len() >= 5 {
             let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
             if !(4..=1 << 20).contains(&len) {
-                return Err(TargetError::Protocol(format!("bad startup message length {len}")));
+                return Err(TargetError::Protocol(format!(
+                    "bad startup message length {len}"
+                )));
             }
             if buf.len() > len {
                 let tag = buf[0];
@@ -230,7 +281,9 @@ async fn read_message(io: &mut BoxIo, buf: &mut BytesMut) -> Result<(u8, BytesMu
             }
         }
         if io.read_buf(buf).await.map_err(proto)? == 0 {
-            return Err(TargetError::Protocol("target closed the connection during startup".into()));
+            return Err(TargetError::Protocol(
+                "target closed the connection during startup".into(),
+            ));
         }
     }
 }

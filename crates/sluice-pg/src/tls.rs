@@ -24,7 +24,10 @@ pub enum TlsError {
 }
 
 fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
-    TlsError::File { path: path.to_path_buf(), message: e.to_string() }
+    TlsError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -32,7 +35,11 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Where the certificate and key come from: given paths, or generated into `dir`.
-pub fn server_config(cert: Option<&Path>, key: Option<&Path>, dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    dir: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let (cert_path, key_path) = match (cert, key) {
         (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf()),
         _ => ensure_self_signed(dir)?,
@@ -60,8 +67,13 @@ fn ensure_self_signed(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     }
     let tls_dir = dir.join("tls");
     std::fs::create_dir_all(&tls_dir).map_err(|e| file_err(&tls_dir, e))?;
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| file_err(&cert_path, e))?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let generated =
+        rcgen::generate_simple_self_signed(names).map_err(|e| file_err(&cert_path, e))?;
     write_private(&key_path, generated.key_pair.serialize_pem().as_bytes())?;
     std::fs::write(&cert_path, generated.cert.pem()).map_err(|e| file_err(&cert_path, e))?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed certificate for the PostgreSQL listener");
@@ -83,7 +95,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 
 /// The rustls client configuration for a connection's TLS mode (none for `disable`).
 pub fn target_config(conn: &Connection) -> Result<Option<Arc<ClientConfig>>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let cfg = match conn.tls {
         TargetTls::Disable => return Ok(None),
         // libpq's prefer/require encrypt without authenticating the server;
@@ -110,7 +123,8 @@ pub fn target_config(conn: &Connection) -> Result<Option<Arc<ClientConfig>>, Tls
 
 /// The server name checked in `verify-full` mode.
 pub fn server_name(conn: &Connection) -> Result<ServerName<'static>, String> {
-    ServerName::try_from(conn.host().to_string()).map_err(|e| format!("invalid target host {:?}: {e}", conn.host()))
+    ServerName::try_from(conn.host().to_string())
+        .map_err(|e| format!("invalid target host {:?}: {e}", conn.host()))
 }
 
 /// Accepts any certificate but still checks handshake signatures.
@@ -135,7 +149,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -144,7 +163,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

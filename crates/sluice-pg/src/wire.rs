@@ -25,7 +25,10 @@ pub enum Startup {
     /// Cancel the query running on a backend.
     Cancel { pid: i32, key: i32 },
     /// Start a session with these parameters.
-    Start { minor: u16, params: Vec<(String, String)> },
+    Start {
+        minor: u16,
+        params: Vec<(String, String)>,
+    },
 }
 
 /// Why a startup packet was rejected.
@@ -59,8 +62,13 @@ pub async fn read_startup<S: AsyncRead + Unpin>(s: &mut S) -> Result<Startup, St
             pid: i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]),
             key: i32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]),
         }),
-        c if (c >> 16) == 3 => Ok(Startup::Start { minor: (c & 0xffff) as u16, params: parse_params(rest)? }),
-        c if (c >> 16) > 0 && (c >> 16) < 100 => Err(StartupError::Version((c >> 16) as u16, (c & 0xffff) as u16)),
+        c if (c >> 16) == 3 => Ok(Startup::Start {
+            minor: (c & 0xffff) as u16,
+            params: parse_params(rest)?,
+        }),
+        c if (c >> 16) > 0 && (c >> 16) < 100 => {
+            Err(StartupError::Version((c >> 16) as u16, (c & 0xffff) as u16))
+        }
         c => Err(StartupError::Malformed(format!("unknown request code {c}"))),
     }
 }
@@ -68,14 +76,18 @@ pub async fn read_startup<S: AsyncRead + Unpin>(s: &mut S) -> Result<Startup, St
 fn parse_params(mut b: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
     let mut out = Vec::new();
     loop {
-        let (name, rest) = cstr(b).ok_or_else(|| StartupError::Malformed("unterminated parameter".into()))?;
+        let (name, rest) =
+            cstr(b).ok_or_else(|| StartupError::Malformed("unterminated parameter".into()))?;
         if name.is_empty() {
             if !rest.is_empty() {
-                return Err(StartupError::Malformed("data after the parameter list".into()));
+                return Err(StartupError::Malformed(
+                    "data after the parameter list".into(),
+                ));
             }
             return Ok(out);
         }
-        let (value, rest) = cstr(rest).ok_or_else(|| StartupError::Malformed("unterminated value".into()))?;
+        let (value, rest) =
+            cstr(rest).ok_or_else(|| StartupError::Malformed("unterminated value".into()))?;
         out.push((name.to_string(), value.to_string()));
         b = rest;
     }
@@ -102,9 +114,20 @@ fn finish(buf: &mut BytesMut, at: usize) {
 }
 
 /// An ErrorResponse (or NoticeResponse with tag `N`) with severity, code and message.
-pub fn error_response(buf: &mut BytesMut, severity: &str, code: &str, message: &str, hint: Option<&str>) {
+pub fn error_response(
+    buf: &mut BytesMut,
+    severity: &str,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) {
     let at = begin(buf, b'E');
-    for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
+    for (field, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
         buf.put_u8(field);
         buf.put_slice(value.as_bytes());
         buf.put_u8(0);
@@ -154,7 +177,9 @@ pub fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
         if field == 0 {
             break;
         }
-        let Some((value, rest)) = cstr(rest) else { break };
+        let Some((value, rest)) = cstr(rest) else {
+            break;
+        };
         match field {
             b'C' => code = Some(value.to_string()),
             b'M' => message = Some(value.to_string()),
@@ -183,22 +208,37 @@ mod tests {
         pkt.extend_from_slice(body);
         match read_startup(&mut &pkt[..]).await.unwrap() {
             Startup::Start { minor: 0, params } => {
-                assert_eq!(params, vec![("user".into(), "bob".into()), ("database".into(), "shop".into())])
+                assert_eq!(
+                    params,
+                    vec![
+                        ("user".into(), "bob".into()),
+                        ("database".into(), "shop".into())
+                    ]
+                )
             }
             other => panic!("{other:?}"),
         }
         let huge = 1_000_000i32.to_be_bytes();
-        assert!(matches!(read_startup(&mut &huge[..]).await, Err(StartupError::Malformed(_))));
+        assert!(matches!(
+            read_startup(&mut &huge[..]).await,
+            Err(StartupError::Malformed(_))
+        ));
         let mut unterminated = vec![0, 0, 0, 12, 0, 3, 0, 0];
         unterminated.extend_from_slice(b"user");
-        assert!(matches!(read_startup(&mut &unterminated[..]).await, Err(StartupError::Malformed(_))));
+        assert!(matches!(
+            read_startup(&mut &unterminated[..]).await,
+            Err(StartupError::Malformed(_))
+        ));
     }
 
     #[test]
     fn reads_error_fields_and_row_counts() {
         let mut b = BytesMut::new();
         error_response(&mut b, "ERROR", "42P01", "no such table", None);
-        assert_eq!(error_fields(&b[5..]), (Some("42P01".into()), Some("no such table".into())));
+        assert_eq!(
+            error_fields(&b[5..]),
+            (Some("42P01".into()), Some("no such table".into()))
+        );
         assert_eq!(command_rows(b"INSERT 0 3\0"), Some(3));
         assert_eq!(command_rows(b"SELECT 12\0"), Some(12));
         assert_eq!(command_rows(b"BEGIN\0"), None);

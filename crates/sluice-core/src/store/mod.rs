@@ -117,14 +117,17 @@ macro_rules! dispatch {
 
 impl Store {
     /// Opens the store named by `url` (`postgres://...`), or the SQLite file at `sqlite_path`.
-    pub async fn open(url: Option<&str>, sqlite_path: &std::path::Path) -> Result<Store, StoreError> {
+    pub async fn open(
+        url: Option<&str>,
+        sqlite_path: &std::path::Path,
+    ) -> Result<Store, StoreError> {
         match url {
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
                 Ok(Store::Postgres(postgres::PgStore::open(u).await?))
             }
-            Some(u) if u.starts_with("sqlite://") => {
-                Ok(Store::Sqlite(sqlite::SqliteStore::open(std::path::Path::new(&u["sqlite://".len()..]))?))
-            }
+            Some(u) if u.starts_with("sqlite://") => Ok(Store::Sqlite(sqlite::SqliteStore::open(
+                std::path::Path::new(&u["sqlite://".len()..]),
+            )?)),
             Some(u) => Err(StoreError::Other(format!(
                 "unsupported store URL scheme in {:?}: use postgres:// or sqlite://",
                 u.split("://").next().unwrap_or("")
@@ -352,11 +355,7 @@ pub(crate) enum FilterValue {
 }
 
 /// Computes chain positions and hashes for a batch after the given head.
-pub(crate) fn chain_batch(
-    mut seq: i64,
-    mut prev: String,
-    drafts: &[EventDraft],
-) -> Vec<Event> {
+pub(crate) fn chain_batch(mut seq: i64, mut prev: String, drafts: &[EventDraft]) -> Vec<Event> {
     drafts
         .iter()
         .map(|d| {

@@ -30,9 +30,17 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
     // Gateways starting together must not migrate twice.
-    tx.execute("SELECT pg_advisory_xact_lock(7350001)", &[]).await?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)").await?;
-    let current: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM sluice_schema", &[]).await?.get(0);
+    tx.execute("SELECT pg_advisory_xact_lock(7350001)", &[])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)")
+        .await?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM sluice_schema",
+            &[],
+        )
+        .await?
+        .get(0);
     for (i, m) in MIGRATIONS.iter().enumerate() {
         let version = i as i64 + 1;
         if version > current {
@@ -46,7 +54,11 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
                 )
                 .await?;
             }
-            tx.execute("INSERT INTO sluice_schema (version) VALUES ($1)", &[&version]).await?;
+            tx.execute(
+                "INSERT INTO sluice_schema (version) VALUES ($1)",
+                &[&version],
+            )
+            .await?;
         }
     }
     tx.commit().await?;
@@ -103,13 +115,29 @@ fn event_from_row(r: &Row) -> Event {
 
 async fn append_batch(client: &mut Client, drafts: &[EventDraft]) -> Result<Vec<i64>, StoreError> {
     let tx = client.transaction().await?;
-    let head = tx.query_one("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE", &[]).await?;
+    let head = tx
+        .query_one(
+            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?;
     let events = chain_batch(head.get(0), head.get(1), drafts);
     let ins = tx.prepare(INSERT_EVENT).await?;
     for e in &events {
         tx.execute(
             &ins,
-            &[&e.seq, &e.ts, &e.session_id, &e.kind, &e.principal, &e.actor, &e.connection, &e.data, &e.prev_hash, &e.hash],
+            &[
+                &e.seq,
+                &e.ts,
+                &e.session_id,
+                &e.kind,
+                &e.principal,
+                &e.actor,
+                &e.connection,
+                &e.data,
+                &e.prev_hash,
+                &e.hash,
+            ],
         )
         .await?;
     }
@@ -157,7 +185,10 @@ impl PgStore {
         let append_client = connect(url).await?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(appender(append_client, rx));
-        Ok(PgStore { client: Arc::new(client), appends: tx })
+        Ok(PgStore {
+            client: Arc::new(client),
+            appends: tx,
+        })
     }
 
     pub(super) async fn insert_token(&self, t: TokenRecord) -> Result<(), StoreError> {
@@ -166,27 +197,56 @@ impl PgStore {
             .execute(
                 INSERT_TOKEN,
                 &[
-                    &t.id, &t.hash, &t.kind, &t.principal, &t.actor, &conns, &t.created_at, &t.expires_at, &t.uses_left,
-                    &t.revoked_at, &t.created_by,
+                    &t.id,
+                    &t.hash,
+                    &t.kind,
+                    &t.principal,
+                    &t.actor,
+                    &conns,
+                    &t.created_at,
+                    &t.expires_at,
+                    &t.uses_left,
+                    &t.revoked_at,
+                    &t.created_by,
                 ],
             )
             .await?;
         Ok(())
     }
 
-    pub(super) async fn token_by_hash(&self, hash: String) -> Result<Option<TokenRecord>, StoreError> {
+    pub(super) async fn token_by_hash(
+        &self,
+        hash: String,
+    ) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE hash = $1");
-        Ok(self.client.query_opt(&sql, &[&hash]).await?.as_ref().map(token_from_row))
+        Ok(self
+            .client
+            .query_opt(&sql, &[&hash])
+            .await?
+            .as_ref()
+            .map(token_from_row))
     }
 
     pub(super) async fn token_by_id(&self, id: String) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE id = $1");
-        Ok(self.client.query_opt(&sql, &[&id]).await?.as_ref().map(token_from_row))
+        Ok(self
+            .client
+            .query_opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(token_from_row))
     }
 
     pub(super) async fn list_tokens(&self, kind: String) -> Result<Vec<TokenRecord>, StoreError> {
-        let sql = format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE kind = $1 ORDER BY created_at DESC");
-        Ok(self.client.query(&sql, &[&kind]).await?.iter().map(token_from_row).collect())
+        let sql =
+            format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE kind = $1 ORDER BY created_at DESC");
+        Ok(self
+            .client
+            .query(&sql, &[&kind])
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect())
     }
 
     pub(super) async fn revoke_token(&self, id: String, at: i64) -> Result<bool, StoreError> {
@@ -198,7 +258,13 @@ impl PgStore {
     }
 
     pub(super) async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
-        Ok(self.client.query(REVOKED_SINCE, &[&since]).await?.iter().map(|r| r.get(0)).collect())
+        Ok(self
+            .client
+            .query(REVOKED_SINCE, &[&since])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     pub(super) async fn insert_session(&self, r: SessionRecord) -> Result<(), StoreError> {
@@ -206,8 +272,18 @@ impl PgStore {
             .execute(
                 INSERT_SESSION,
                 &[
-                    &r.id, &r.token_id, &r.principal, &r.actor, &r.connection, &r.protocol, &r.client_addr,
-                    &r.started_at, &r.ended_at, &r.bytes_in, &r.bytes_out, &r.outcome,
+                    &r.id,
+                    &r.token_id,
+                    &r.principal,
+                    &r.actor,
+                    &r.connection,
+                    &r.protocol,
+                    &r.client_addr,
+                    &r.started_at,
+                    &r.ended_at,
+                    &r.bytes_in,
+                    &r.bytes_out,
+                    &r.outcome,
                 ],
             )
             .await?;
@@ -222,11 +298,19 @@ impl PgStore {
         bytes_out: i64,
         outcome: String,
     ) -> Result<(), StoreError> {
-        self.client.execute(END_SESSION, &[&id, &ended_at, &bytes_in, &bytes_out, &outcome]).await?;
+        self.client
+            .execute(
+                END_SESSION,
+                &[&id, &ended_at, &bytes_in, &bytes_out, &outcome],
+            )
+            .await?;
         Ok(())
     }
 
-    pub(super) async fn list_sessions(&self, f: SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
+    pub(super) async fn list_sessions(
+        &self,
+        f: SessionFilter,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         let (sql, values) = session_filter_sql(&f);
         let bound: Vec<Box<dyn ToSql + Sync + Send>> = values
             .into_iter()
@@ -237,33 +321,69 @@ impl PgStore {
                 }
             })
             .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.query(&sql, &refs).await?.iter().map(session_from_row).collect())
+        let refs: Vec<&(dyn ToSql + Sync)> = bound
+            .iter()
+            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        Ok(self
+            .client
+            .query(&sql, &refs)
+            .await?
+            .iter()
+            .map(session_from_row)
+            .collect())
     }
 
     pub(super) async fn session(&self, id: String) -> Result<Option<SessionRecord>, StoreError> {
         let sql = format!("SELECT {SESSION_FIELDS} FROM sessions WHERE id = $1");
-        Ok(self.client.query_opt(&sql, &[&id]).await?.as_ref().map(session_from_row))
+        Ok(self
+            .client
+            .query_opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(session_from_row))
     }
 
     pub(super) async fn append(&self, drafts: Vec<EventDraft>) -> Result<Vec<i64>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.appends.send((drafts, tx)).await.map_err(|_| StoreError::Closed)?;
+        self.appends
+            .send((drafts, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     pub(super) async fn session_events(&self, id: String) -> Result<Vec<Event>, StoreError> {
         let sql = format!("SELECT {CHAIN_FIELDS} FROM events WHERE session_id = $1 ORDER BY seq");
-        Ok(self.client.query(&sql, &[&id]).await?.iter().map(event_from_row).collect())
+        Ok(self
+            .client
+            .query(&sql, &[&id])
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect())
     }
 
-    pub(super) async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+    pub(super) async fn events_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
         let sql = format!("SELECT {CHAIN_FIELDS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2");
-        Ok(self.client.query(&sql, &[&after, &limit]).await?.iter().map(event_from_row).collect())
+        Ok(self
+            .client
+            .query(&sql, &[&after, &limit])
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect())
     }
 
     pub(super) async fn chain_head(&self) -> Result<(i64, String), StoreError> {
-        let r = self.client.query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[]).await?;
+        let r = self
+            .client
+            .query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
+            .await?;
         Ok((r.get(0), r.get(1)))
     }
 }

@@ -32,7 +32,11 @@ fn q(sql: &str) -> String {
 fn migrate(conn: &mut rusqlite::Connection) -> rusqlite::Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS sluice_schema (version BIGINT NOT NULL)")?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM sluice_schema", [], |r| r.get(0))?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM sluice_schema",
+        [],
+        |r| r.get(0),
+    )?;
     for (i, m) in MIGRATIONS.iter().enumerate() {
         let version = i as i64 + 1;
         if version > current {
@@ -99,20 +103,35 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-fn append_batch(conn: &mut rusqlite::Connection, drafts: &[EventDraft]) -> rusqlite::Result<Vec<i64>> {
+fn append_batch(
+    conn: &mut rusqlite::Connection,
+    drafts: &[EventDraft],
+) -> rusqlite::Result<Vec<i64>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (seq, prev): (i64, String) =
-        tx.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        tx.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     let events = chain_batch(seq, prev, drafts);
     {
         let mut ins = tx.prepare_cached(&q(INSERT_EVENT))?;
         for e in &events {
             ins.execute(params![
-                e.seq, e.ts, e.session_id, e.kind, e.principal, e.actor, e.connection, e.data, e.prev_hash, e.hash
+                e.seq,
+                e.ts,
+                e.session_id,
+                e.kind,
+                e.principal,
+                e.actor,
+                e.connection,
+                e.data,
+                e.prev_hash,
+                e.hash
             ])?;
         }
         if let Some(last) = events.last() {
-            tx.prepare_cached(&q(UPDATE_HEAD))?.execute(params![last.seq, last.hash])?;
+            tx.prepare_cached(&q(UPDATE_HEAD))?
+                .execute(params![last.seq, last.hash])?;
         }
     }
     tx.commit()?;
@@ -135,7 +154,8 @@ fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Msg>) {
                         }
                     }
                 }
-                let all: Vec<EventDraft> = batch.iter().flat_map(|(d, _)| d.iter().cloned()).collect();
+                let all: Vec<EventDraft> =
+                    batch.iter().flat_map(|(d, _)| d.iter().cloned()).collect();
                 match append_batch(&mut conn, &all) {
                     Ok(seqs) => {
                         let mut rest = &seqs[..];
@@ -148,7 +168,8 @@ fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Msg>) {
                     Err(e) => {
                         tracing::error!(error = %e, "audit append failed");
                         for (_, reply) in batch {
-                            let _ = reply.send(Err(StoreError::Other(format!("audit append failed: {e}"))));
+                            let _ = reply
+                                .send(Err(StoreError::Other(format!("audit append failed: {e}"))));
                         }
                     }
                 }
@@ -164,7 +185,8 @@ impl SqliteStore {
     /// Opens (creating and migrating) the SQLite file and starts its worker.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Other(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Other(format!("{}: {e}", dir.display())))?;
         }
         let mut conn = rusqlite::Connection::open(path)?;
         // WAL with synchronous=NORMAL: a commit is in the OS before the
@@ -200,8 +222,17 @@ impl SqliteStore {
             c.execute(
                 &q(INSERT_TOKEN),
                 params![
-                    t.id, t.hash, t.kind, t.principal, t.actor, encode_list(&t.connections), t.created_at,
-                    t.expires_at, t.uses_left, t.revoked_at, t.created_by
+                    t.id,
+                    t.hash,
+                    t.kind,
+                    t.principal,
+                    t.actor,
+                    encode_list(&t.connections),
+                    t.created_at,
+                    t.expires_at,
+                    t.uses_left,
+                    t.revoked_at,
+                    t.created_by
                 ],
             )
             .map(|_| ())
@@ -209,11 +240,16 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn token_by_hash(&self, hash: String) -> Result<Option<TokenRecord>, StoreError> {
+    pub(super) async fn token_by_hash(
+        &self,
+        hash: String,
+    ) -> Result<Option<TokenRecord>, StoreError> {
         self.call(move |c| {
-            c.prepare_cached(&format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE hash = ?1"))?
-                .query_row([hash], token_from_row)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {TOKEN_FIELDS} FROM tokens WHERE hash = ?1"
+            ))?
+            .query_row([hash], token_from_row)
+            .optional()
         })
         .await
     }
@@ -229,8 +265,9 @@ impl SqliteStore {
 
     pub(super) async fn list_tokens(&self, kind: String) -> Result<Vec<TokenRecord>, StoreError> {
         self.call(move |c| {
-            let mut st =
-                c.prepare_cached(&format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE kind = ?1 ORDER BY created_at DESC"))?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {TOKEN_FIELDS} FROM tokens WHERE kind = ?1 ORDER BY created_at DESC"
+            ))?;
             let rows = st.query_map([kind], token_from_row)?;
             rows.collect()
         })
@@ -238,11 +275,13 @@ impl SqliteStore {
     }
 
     pub(super) async fn revoke_token(&self, id: String, at: i64) -> Result<bool, StoreError> {
-        self.call(move |c| c.execute(&q(REVOKE_TOKEN), params![id, at]).map(|n| n == 1)).await
+        self.call(move |c| c.execute(&q(REVOKE_TOKEN), params![id, at]).map(|n| n == 1))
+            .await
     }
 
     pub(super) async fn consume_token_use(&self, id: String) -> Result<bool, StoreError> {
-        self.call(move |c| c.execute(&q(CONSUME_USE), params![id]).map(|n| n == 1)).await
+        self.call(move |c| c.execute(&q(CONSUME_USE), params![id]).map(|n| n == 1))
+            .await
     }
 
     pub(super) async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
@@ -258,8 +297,18 @@ impl SqliteStore {
         self.call(move |c| {
             c.prepare_cached(&q(INSERT_SESSION))?
                 .execute(params![
-                    r.id, r.token_id, r.principal, r.actor, r.connection, r.protocol, r.client_addr, r.started_at,
-                    r.ended_at, r.bytes_in, r.bytes_out, r.outcome
+                    r.id,
+                    r.token_id,
+                    r.principal,
+                    r.actor,
+                    r.connection,
+                    r.protocol,
+                    r.client_addr,
+                    r.started_at,
+                    r.ended_at,
+                    r.bytes_in,
+                    r.bytes_out,
+                    r.outcome
                 ])
                 .map(|_| ())
         })
@@ -282,7 +331,10 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn list_sessions(&self, f: SessionFilter) -> Result<Vec<SessionRecord>, StoreError> {
+    pub(super) async fn list_sessions(
+        &self,
+        f: SessionFilter,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         self.call(move |c| {
             let (sql, values) = session_filter_sql(&f);
             let mut st = c.prepare(&q(&sql))?;
@@ -303,31 +355,44 @@ impl SqliteStore {
 
     pub(super) async fn session(&self, id: String) -> Result<Option<SessionRecord>, StoreError> {
         self.call(move |c| {
-            c.query_row(&format!("SELECT {SESSION_FIELDS} FROM sessions WHERE id = ?1"), [id], session_from_row)
-                .optional()
+            c.query_row(
+                &format!("SELECT {SESSION_FIELDS} FROM sessions WHERE id = ?1"),
+                [id],
+                session_from_row,
+            )
+            .optional()
         })
         .await
     }
 
     pub(super) async fn append(&self, drafts: Vec<EventDraft>) -> Result<Vec<i64>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg::Append(drafts, tx)).map_err(|_| StoreError::Closed)?;
+        self.tx
+            .send(Msg::Append(drafts, tx))
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     pub(super) async fn session_events(&self, id: String) -> Result<Vec<Event>, StoreError> {
         self.call(move |c| {
-            let mut st = c.prepare_cached(&format!("SELECT {CHAIN_FIELDS} FROM events WHERE session_id = ?1 ORDER BY seq"))?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {CHAIN_FIELDS} FROM events WHERE session_id = ?1 ORDER BY seq"
+            ))?;
             let rows = st.query_map([id], event_from_row)?;
             rows.collect()
         })
         .await
     }
 
-    pub(super) async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+    pub(super) async fn events_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
         self.call(move |c| {
-            let mut st =
-                c.prepare_cached(&format!("SELECT {CHAIN_FIELDS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {CHAIN_FIELDS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
             let rows = st.query_map([after, limit], event_from_row)?;
             rows.collect()
         })
@@ -335,8 +400,12 @@ impl SqliteStore {
     }
 
     pub(super) async fn chain_head(&self) -> Result<(i64, String), StoreError> {
-        self.call(|c| c.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))))
-            .await
+        self.call(|c| {
+            c.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .await
     }
 }
 
