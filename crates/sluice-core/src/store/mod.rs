@@ -223,7 +223,8 @@ impl Store {
         dispatch!(self, s => s.chain_head().await)
     }
 
-    /// Walks the whole chain and reports the first broken event.
+    /// Walks the chain up to the head read at the start (appends continue
+    /// meanwhile) and reports the first broken event.
     pub async fn verify_chain(&self) -> Result<VerifyReport, StoreError> {
         let (head_seq, head_hash) = self.chain_head().await?;
         let mut v = ChainVerifier::default();
@@ -234,6 +235,10 @@ impl Store {
                 break;
             }
             for e in &page {
+                // Events appended after the head was read are checked next time.
+                if e.seq > head_seq {
+                    return Ok(v.finish(head_seq, &head_hash));
+                }
                 if let Err(problem) = v.check(e) {
                     // A gap (a deleted event) is reported at the first
                     // missing number; any other break at the failing event.

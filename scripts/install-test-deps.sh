@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian/Ubuntu machine: PostgreSQL
+# server binaries (the tests start their own instances), psql and pgbench.
+# Does nothing for what is already there.
+set -euo pipefail
+
+have_pg_server() {
+    [ -n "${SLUICE_PG_BIN:-}" ] && [ -x "$SLUICE_PG_BIN/postgres" ] && return 0
+    ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1
+}
+
+missing=()
+have_pg_server || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v pgbench >/dev/null 2>&1 || missing+=(postgresql)
+if [ "$(id -u)" = 0 ] && ! command -v runuser >/dev/null 2>&1; then missing+=(util-linux); fi
+for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    # The package's own cluster is not needed; the tests start their own.
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
