@@ -155,6 +155,7 @@ async fn show_session(
     State(core): State<Arc<Core>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    core.flush_audit().await?;
     let Some(session) = core.store().session(&id).await? else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -173,6 +174,7 @@ async fn show_session(
 }
 
 async fn verify_audit(State(core): State<Arc<Core>>) -> ApiResult<Json<serde_json::Value>> {
+    core.flush_audit().await?;
     Ok(Json(json!(core.store().verify_chain().await?)))
 }
 

@@ -36,6 +36,10 @@ pub struct GatewaySection {
     pub api_listen: String,
     /// `postgres://...` to share the store between gateways; SQLite otherwise.
     pub store: Option<String>,
+    /// Also fsync the audit journal before forwarding each command (survives
+    /// power loss, at the cost of a disk flush per command).
+    #[serde(default)]
+    pub audit_fsync: bool,
     /// Longest lifetime a token may be issued with.
     #[serde(default = "default_max_ttl", with = "humantime_serde_compat")]
     pub max_token_ttl: Duration,
@@ -57,6 +61,7 @@ impl Default for GatewaySection {
             data_dir: default_data_dir(),
             api_listen: default_api_listen(),
             store: None,
+            audit_fsync: false,
             max_token_ttl: default_max_ttl(),
         }
     }

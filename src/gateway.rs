@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::json;
 use sluice_core::audit::EventDraft;
+use sluice_core::journal::Journal;
 use sluice_core::{Core, Store};
 use sluice_pg::{PgGateway, PgOptions};
 
@@ -24,7 +25,16 @@ pub async fn run(cfg: Config) -> Result<()> {
     let store = Store::open(cfg.gateway.store.as_deref(), &data_dir.join("sluice.db"))
         .await
         .context("cannot open the store")?;
-    let core = Core::new(store, connections, cfg.gateway.max_token_ttl);
+    let gateway_id = gateway_id(&data_dir)?;
+    let journal = Journal::open(
+        &data_dir.join("journal"),
+        &gateway_id,
+        store.clone(),
+        cfg.gateway.audit_fsync,
+    )
+    .await
+    .context("cannot open the audit journal")?;
+    let core = Core::new(store, journal, connections, cfg.gateway.max_token_ttl);
     core.spawn_revocation_watch(Duration::from_secs(1));
     ensure_admin_credential(&core, &data_dir).await?;
 
@@ -117,4 +127,19 @@ async fn ensure_admin_credential(core: &Arc<Core>, data_dir: &std::path::Path) -
         path.display()
     );
     Ok(())
+}
+
+/// This gateway's stable identity, which names its journal in a shared store.
+fn gateway_id(data_dir: &std::path::Path) -> Result<String> {
+    let path = data_dir.join("gateway.id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let id = sluice_core::token::new_id("gw_");
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }

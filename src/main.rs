@@ -420,7 +420,7 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
                 let ts = e["ts"].as_i64().map(format_ms).unwrap_or_default();
                 let d = &e["data"];
                 let line = match e["kind"].as_str().unwrap_or("") {
-                    "command" => format!("[{}] {}", s(d, "path"), s(d, "text")),
+                    "command" => format!("#{} [{}] {}", d["n"], s(d, "path"), s(d, "text")),
                     "command.result" => {
                         let mut l = format!(
                             "#{} {} in {}us",

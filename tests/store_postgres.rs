@@ -13,14 +13,24 @@ fn two_gateways_share_tokens_sessions_revocations_and_one_audit_chain() {
     let store = PgServer::start(Auth::Trust, false);
     store.admin_sql("CREATE DATABASE sluice");
     let target = PgServer::start(Auth::Scram, false);
-    let store_cfg = format!("store = \"postgres://postgres@127.0.0.1:{}/sluice\"", store.port);
+    let store_cfg = format!(
+        "store = \"postgres://postgres@127.0.0.1:{}/sluice\"",
+        store.port
+    );
     let conns = connection_toml("shop", &target, "prefer", "env = \"prod\"");
     let a = Gateway::start(&store_cfg, "", &conns);
     let b = Gateway::start(&store_cfg, "", &conns);
 
     // A token issued through one gateway opens sessions on the other.
     let token = a.token("shared", "shop", "10m");
-    assert_eq!(psql_ok(&b.conninfo("shop", "shared", &token), "SELECT count(*) FROM orders").trim(), "100");
+    assert_eq!(
+        psql_ok(
+            &b.conninfo("shop", "shared", &token),
+            "SELECT count(*) FROM orders"
+        )
+        .trim(),
+        "100"
+    );
     let seen_on_a = a.last_session("shared");
     assert_eq!(commands(&seen_on_a), vec!["SELECT count(*) FROM orders"]);
 
@@ -40,9 +50,17 @@ fn two_gateways_share_tokens_sessions_revocations_and_one_audit_chain() {
     }
     for mut r in runs {
         use std::io::Write;
-        r.stdin.take().unwrap().write_all(b"SELECT qty FROM orders WHERE id = 7;\n").unwrap();
+        r.stdin
+            .take()
+            .unwrap()
+            .write_all(b"SELECT qty FROM orders WHERE id = 7;\n")
+            .unwrap();
         let out = r.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for gw in [&a, &b] {
         let v = gw.cli_json(&["audit", "verify"]);
@@ -52,7 +70,13 @@ fn two_gateways_share_tokens_sessions_revocations_and_one_audit_chain() {
 
     // A revocation made on A closes B's open session within seconds.
     let mut held = Command::new("psql")
-        .args(["-X", "-At", &b.conninfo("shop", "shared", &token), "-c", "SELECT pg_sleep(20)"])
+        .args([
+            "-X",
+            "-At",
+            &b.conninfo("shop", "shared", &token),
+            "-c",
+            "SELECT pg_sleep(20)",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -60,17 +84,27 @@ fn two_gateways_share_tokens_sessions_revocations_and_one_audit_chain() {
         .admin_sql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)'")
         .trim()
         == "1"));
-    let id = a.cli_json(&["token", "list"])[0]["id"].as_str().unwrap().to_string();
+    let id = a.cli_json(&["token", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     a.cli_ok(&["token", "revoke", &id]);
     let started = std::time::Instant::now();
     let out = loop {
         if let Some(_status) = held.try_wait().unwrap() {
             break held.wait_with_output().unwrap();
         }
-        assert!(started.elapsed() < Duration::from_secs(6), "session on B outlived the revocation");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "session on B outlived the revocation"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(String::from_utf8_lossy(&out.stderr).contains("token revoked"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("token revoked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Tampering in the shared store is caught by either gateway.
     store.admin_sql_db(

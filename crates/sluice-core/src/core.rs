@@ -3,6 +3,7 @@
 //! forwarded, and learn when the session's token stops being valid.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use crate::audit::EventDraft;
+use crate::journal::Journal;
 use crate::store::{SessionRecord, StoreError, TokenRecord};
 use crate::time::now_ms;
 use crate::{token, Command, CommandOutcome, Connection, Store};
@@ -89,6 +91,7 @@ pub struct IssueRequest {
 /// The gateway core shared by all listeners.
 pub struct Core {
     store: Store,
+    journal: Arc<Journal>,
     connections: BTreeMap<String, Arc<Connection>>,
     revocations: broadcast::Sender<String>,
     max_ttl: Duration,
@@ -96,10 +99,16 @@ pub struct Core {
 
 impl Core {
     /// Builds the core over a store and the configured connections.
-    pub fn new(store: Store, connections: Vec<Connection>, max_ttl: Duration) -> Arc<Core> {
+    pub fn new(
+        store: Store,
+        journal: Arc<Journal>,
+        connections: Vec<Connection>,
+        max_ttl: Duration,
+    ) -> Arc<Core> {
         let (revocations, _) = broadcast::channel(1024);
         Arc::new(Core {
             store,
+            journal,
             connections: connections
                 .into_iter()
                 .map(|c| (c.name.clone(), Arc::new(c)))
@@ -119,15 +128,14 @@ impl Core {
         self.connections.values()
     }
 
-    /// Appends one event and waits until it is durable.
-    pub async fn record(&self, draft: EventDraft) -> Result<i64, StoreError> {
-        Ok(self
-            .store
-            .append(vec![draft])
-            .await?
-            .first()
-            .copied()
-            .unwrap_or(0))
+    /// Records one event; on return it survives a gateway crash.
+    pub async fn record(&self, draft: EventDraft) -> Result<(), StoreError> {
+        self.journal.append(&[draft])
+    }
+
+    /// Waits until every event recorded so far is in the store's chain.
+    pub async fn flush_audit(&self) -> Result<(), StoreError> {
+        self.journal.flush().await
     }
 
     /// Issues an access token; returns the token (shown once) and its record.
@@ -336,6 +344,7 @@ impl Core {
             connection: rec.connection,
             token_id: grant.token_id.clone(),
             expires_at: grant.expires_at,
+            commands: AtomicU64::new(0),
         };
         self.record(handle.event(
             "session.start",
@@ -385,6 +394,7 @@ pub struct SessionHandle {
     pub connection: String,
     token_id: String,
     expires_at: i64,
+    commands: AtomicU64,
 }
 
 /// Watches one token for expiry and revocation.
@@ -432,21 +442,35 @@ impl SessionHandle {
 
     /// Records commands durably; call before forwarding them. Returns each
     /// command's event number, to attach its outcome to.
-    pub async fn record_commands(&self, commands: &[Command]) -> Result<Vec<i64>, StoreError> {
-        let drafts = commands
+    pub async fn record_commands(&self, commands: &[Command]) -> Result<Vec<u64>, StoreError> {
+        let first = self
+            .commands
+            .fetch_add(commands.len() as u64, Ordering::Relaxed)
+            + 1;
+        let drafts: Vec<EventDraft> = commands
             .iter()
-            .map(|c| self.event("command", serde_json::to_value(c).unwrap_or_default()))
+            .zip(first..)
+            .map(|(c, n)| {
+                let mut data = serde_json::to_value(c).unwrap_or_default();
+                data["n"] = json!(n);
+                self.event("command", data)
+            })
             .collect();
-        self.core.store.append(drafts).await
+        self.core.journal.append(&drafts)?;
+        Ok((first..first + commands.len() as u64).collect())
     }
 
-    /// Records how a command ended, without waiting for the commit.
-    pub fn record_outcome(&self, command_seq: i64, outcome: &CommandOutcome) {
+    /// Records how command number `n` of this session ended.
+    pub fn record_outcome(&self, n: u64, outcome: &CommandOutcome) {
         let mut data = serde_json::to_value(outcome).unwrap_or_default();
-        data["command_seq"] = json!(command_seq);
-        self.core
-            .store
-            .append_background(vec![self.event("command.result", data)]);
+        data["command"] = json!(n);
+        if let Err(e) = self
+            .core
+            .journal
+            .append(&[self.event("command.result", data)])
+        {
+            tracing::error!(session = %self.id, error = %e, "could not record a command outcome");
+        }
     }
 
     /// A watch that resolves when the session's token expires or is revoked.
@@ -478,7 +502,7 @@ impl SessionHandle {
             "session.end",
             json!({"outcome": outcome, "bytes_in": bytes_in, "bytes_out": bytes_out}),
         );
-        if let Err(e) = store.append(vec![ev]).await {
+        if let Err(e) = self.core.journal.append(&[ev]) {
             tracing::error!(session = %self.id, error = %e, "could not record session end");
         }
     }

@@ -48,7 +48,7 @@ enum Kind {
 
 struct Pending {
     kind: Kind,
-    seq: i64,
+    seq: u64,
     started: Instant,
     rows: Option<u64>,
     error: Option<String>,

@@ -203,9 +203,20 @@ impl Store {
         dispatch!(self, s => s.session(id.to_string()).await)
     }
 
-    /// Appends events to the chain durably; returns their sequence numbers.
-    pub async fn append(&self, drafts: Vec<EventDraft>) -> Result<Vec<i64>, StoreError> {
-        dispatch!(self, s => s.append(drafts).await)
+    /// Moves journaled events into the chain and records the journal
+    /// position reached, in one transaction.
+    pub async fn ingest(
+        &self,
+        gateway: &str,
+        drafts: Vec<EventDraft>,
+        to: (u64, u64),
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ingest(gateway.to_string(), drafts, to).await)
+    }
+
+    /// How far a gateway's journal has been ingested.
+    pub async fn journal_position(&self, gateway: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        dispatch!(self, s => s.journal_position(gateway.to_string()).await)
     }
 
     /// Events of a session, in order.
@@ -268,7 +279,8 @@ pub(crate) fn decode_list(s: &str) -> Vec<String> {
 }
 
 /// Portable schema, applied in order; each entry is one migration.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tokens (
     id TEXT PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
@@ -317,7 +329,15 @@ CREATE TABLE audit_head (
     hash TEXT NOT NULL
 );
 INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
-"#];
+"#,
+    r#"
+CREATE TABLE journal_positions (
+    gateway TEXT PRIMARY KEY,
+    segment BIGINT NOT NULL,
+    pos BIGINT NOT NULL
+);
+"#,
+];
 
 /// Builds the WHERE clause of a session listing with `$n` placeholders;
 /// returns the clause and the string/integer values in placeholder order.
@@ -407,13 +427,6 @@ pub(crate) const CONSUME_USE: &str =
 pub(crate) const REVOKED_SINCE: &str = "SELECT id FROM tokens WHERE revoked_at >= $1";
 pub(crate) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 
-impl Store {
-    /// Queues events for the chain without waiting for the commit; for
-    /// records that follow a command already made durable (its outcome).
-    pub fn append_background(&self, drafts: Vec<EventDraft>) {
-        match self {
-            Store::Sqlite(s) => s.append_background(drafts),
-            Store::Postgres(s) => s.append_background(drafts),
-        }
-    }
-}
+pub(crate) const UPSERT_JOURNAL: &str = "INSERT INTO journal_positions (gateway, segment, pos) VALUES ($1, $2, $3) ON CONFLICT (gateway) DO UPDATE SET segment = excluded.segment, pos = excluded.pos";
+pub(crate) const JOURNAL_POSITION: &str =
+    "SELECT segment, pos FROM journal_positions WHERE gateway = $1";

@@ -3,18 +3,17 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Mutex;
 use tokio_postgres::{types::ToSql, Client, NoTls, Row};
 
 use super::*;
-
-type AppendReply = oneshot::Sender<Result<Vec<i64>, StoreError>>;
 
 /// Handle to the PostgreSQL store.
 #[derive(Clone)]
 pub struct PgStore {
     client: Arc<Client>,
-    appends: mpsc::Sender<(Vec<EventDraft>, AppendReply)>,
+    /// A second connection for the transactions that extend the chain.
+    chain: Arc<Mutex<Client>>,
 }
 
 async fn connect(url: &str) -> Result<Client, StoreError> {
@@ -113,8 +112,14 @@ fn event_from_row(r: &Row) -> Event {
     }
 }
 
-async fn append_batch(client: &mut Client, drafts: &[EventDraft]) -> Result<Vec<i64>, StoreError> {
+async fn ingest_batch(
+    client: &mut Client,
+    gateway: &str,
+    drafts: &[EventDraft],
+    to: (u64, u64),
+) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
+    // The row lock on the head serialises gateways appending to one chain.
     let head = tx
         .query_one(
             "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
@@ -122,72 +127,43 @@ async fn append_batch(client: &mut Client, drafts: &[EventDraft]) -> Result<Vec<
         )
         .await?;
     let events = chain_batch(head.get(0), head.get(1), drafts);
-    let ins = tx.prepare(INSERT_EVENT).await?;
-    for e in &events {
+    // One round trip for the whole batch: columns as arrays, unnested.
+    let seq: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let ts: Vec<i64> = events.iter().map(|e| e.ts).collect();
+    let session: Vec<Option<&str>> = events.iter().map(|e| e.session_id.as_deref()).collect();
+    let kind: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let principal: Vec<Option<&str>> = events.iter().map(|e| e.principal.as_deref()).collect();
+    let actor: Vec<Option<&str>> = events.iter().map(|e| e.actor.as_deref()).collect();
+    let connection: Vec<Option<&str>> = events.iter().map(|e| e.connection.as_deref()).collect();
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    let prev: Vec<&str> = events.iter().map(|e| e.prev_hash.as_str()).collect();
+    let hash: Vec<&str> = events.iter().map(|e| e.hash.as_str()).collect();
+    if !events.is_empty() {
         tx.execute(
-            &ins,
-            &[
-                &e.seq,
-                &e.ts,
-                &e.session_id,
-                &e.kind,
-                &e.principal,
-                &e.actor,
-                &e.connection,
-                &e.data,
-                &e.prev_hash,
-                &e.hash,
-            ],
+            "INSERT INTO events (seq, ts, session_id, kind, principal, actor, connection, data, prev_hash, hash)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
+            &[&seq, &ts, &session, &kind, &principal, &actor, &connection, &data, &prev, &hash],
         )
         .await?;
     }
     if let Some(last) = events.last() {
         tx.execute(UPDATE_HEAD, &[&last.seq, &last.hash]).await?;
     }
+    tx.execute(UPSERT_JOURNAL, &[&gateway, &(to.0 as i64), &(to.1 as i64)])
+        .await?;
     tx.commit().await?;
-    Ok(events.iter().map(|e| e.seq).collect())
-}
-
-async fn appender(mut client: Client, mut rx: mpsc::Receiver<(Vec<EventDraft>, AppendReply)>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            batch.push(next);
-            if batch.len() >= 512 {
-                break;
-            }
-        }
-        let all: Vec<EventDraft> = batch.iter().flat_map(|(d, _)| d.iter().cloned()).collect();
-        match append_batch(&mut client, &all).await {
-            Ok(seqs) => {
-                let mut rest = &seqs[..];
-                for (d, reply) in batch {
-                    let (mine, tail) = rest.split_at(d.len());
-                    rest = tail;
-                    let _ = reply.send(Ok(mine.to_vec()));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit append failed");
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Other(format!("audit append failed: {e}"))));
-                }
-            }
-        }
-    }
+    Ok(())
 }
 
 impl PgStore {
-    /// Connects, migrates, and starts the audit appender.
+    /// Connects and migrates.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let mut client = connect(url).await?;
         migrate(&mut client).await?;
-        let append_client = connect(url).await?;
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(appender(append_client, rx));
+        let chain = connect(url).await?;
         Ok(PgStore {
             client: Arc::new(client),
-            appends: tx,
+            chain: Arc::new(Mutex::new(chain)),
         })
     }
 
@@ -344,13 +320,22 @@ impl PgStore {
             .map(session_from_row))
     }
 
-    pub(super) async fn append(&self, drafts: Vec<EventDraft>) -> Result<Vec<i64>, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.appends
-            .send((drafts, tx))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+    pub(super) async fn ingest(
+        &self,
+        gateway: String,
+        drafts: Vec<EventDraft>,
+        to: (u64, u64),
+    ) -> Result<(), StoreError> {
+        let mut chain = self.chain.lock().await;
+        ingest_batch(&mut chain, &gateway, &drafts, to).await
+    }
+
+    pub(super) async fn journal_position(
+        &self,
+        gateway: String,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let row = self.client.query_opt(JOURNAL_POSITION, &[&gateway]).await?;
+        Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)))
     }
 
     pub(super) async fn session_events(&self, id: String) -> Result<Vec<Event>, StoreError> {
@@ -385,17 +370,5 @@ impl PgStore {
             .query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
             .await?;
         Ok((r.get(0), r.get(1)))
-    }
-}
-
-impl PgStore {
-    pub(super) fn append_background(&self, drafts: Vec<EventDraft>) {
-        let (tx, _rx) = oneshot::channel();
-        if let Err(mpsc::error::TrySendError::Full(item)) = self.appends.try_send((drafts, tx)) {
-            let appends = self.appends.clone();
-            tokio::spawn(async move {
-                let _ = appends.send(item).await;
-            });
-        }
     }
 }

@@ -1,6 +1,5 @@
 //! The embedded SQLite backend. One dedicated thread owns the connection
-//! (SQLite allows one writer anyway); audit appends that queue up while a
-//! commit runs are committed together, so many sessions share one commit.
+//! (SQLite allows one writer anyway); callers send it closures.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -11,17 +10,11 @@ use tokio::sync::oneshot;
 use super::*;
 
 type Job = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
-type AppendReply = oneshot::Sender<Result<Vec<i64>, StoreError>>;
-
-enum Msg {
-    Run(Job),
-    Append(Vec<EventDraft>, AppendReply),
-}
 
 /// Handle to the SQLite worker thread.
 #[derive(Clone)]
 pub struct SqliteStore {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Job>,
 }
 
 /// SQLite reads `?N` placeholders; the shared statements use `$N`.
@@ -103,10 +96,12 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<Event> {
     })
 }
 
-fn append_batch(
+fn ingest_batch(
     conn: &mut rusqlite::Connection,
+    gateway: &str,
     drafts: &[EventDraft],
-) -> rusqlite::Result<Vec<i64>> {
+    to: (u64, u64),
+) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (seq, prev): (i64, String) =
         tx.query_row("SELECT seq, hash FROM audit_head WHERE id = 1", [], |r| {
@@ -133,51 +128,18 @@ fn append_batch(
             tx.prepare_cached(&q(UPDATE_HEAD))?
                 .execute(params![last.seq, last.hash])?;
         }
+        tx.prepare_cached(&q(UPSERT_JOURNAL))?.execute(params![
+            gateway,
+            to.0 as i64,
+            to.1 as i64
+        ])?;
     }
-    tx.commit()?;
-    Ok(events.iter().map(|e| e.seq).collect())
+    tx.commit()
 }
 
-fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Msg>) {
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            Msg::Run(job) => job(&mut conn),
-            Msg::Append(drafts, reply) => {
-                let mut batch = vec![(drafts, reply)];
-                let mut after = None;
-                while let Ok(next) = rx.try_recv() {
-                    match next {
-                        Msg::Append(d, r) => batch.push((d, r)),
-                        Msg::Run(job) => {
-                            after = Some(job);
-                            break;
-                        }
-                    }
-                }
-                let all: Vec<EventDraft> =
-                    batch.iter().flat_map(|(d, _)| d.iter().cloned()).collect();
-                match append_batch(&mut conn, &all) {
-                    Ok(seqs) => {
-                        let mut rest = &seqs[..];
-                        for (d, reply) in batch {
-                            let (mine, tail) = rest.split_at(d.len());
-                            rest = tail;
-                            let _ = reply.send(Ok(mine.to_vec()));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit append failed");
-                        for (_, reply) in batch {
-                            let _ = reply
-                                .send(Err(StoreError::Other(format!("audit append failed: {e}"))));
-                        }
-                    }
-                }
-                if let Some(job) = after {
-                    job(&mut conn);
-                }
-            }
-        }
+fn worker(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        job(&mut conn);
     }
 }
 
@@ -210,9 +172,9 @@ impl SqliteStore {
     ) -> Result<R, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Run(Box::new(move |c| {
+            .send(Box::new(move |c| {
                 let _ = tx.send(f(c));
-            })))
+            }))
             .map_err(|_| StoreError::Closed)?;
         Ok(rx.await.map_err(|_| StoreError::Closed)??)
     }
@@ -365,12 +327,27 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn append(&self, drafts: Vec<EventDraft>) -> Result<Vec<i64>, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Append(drafts, tx))
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+    pub(super) async fn ingest(
+        &self,
+        gateway: String,
+        drafts: Vec<EventDraft>,
+        to: (u64, u64),
+    ) -> Result<(), StoreError> {
+        self.call(move |c| ingest_batch(c, &gateway, &drafts, to))
+            .await
+    }
+
+    pub(super) async fn journal_position(
+        &self,
+        gateway: String,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        self.call(move |c| {
+            c.query_row(&q(JOURNAL_POSITION), [gateway], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .optional()
+        })
+        .await
     }
 
     pub(super) async fn session_events(&self, id: String) -> Result<Vec<Event>, StoreError> {
@@ -406,12 +383,5 @@ impl SqliteStore {
             })
         })
         .await
-    }
-}
-
-impl SqliteStore {
-    pub(super) fn append_background(&self, drafts: Vec<EventDraft>) {
-        let (tx, _rx) = oneshot::channel();
-        let _ = self.tx.send(Msg::Append(drafts, tx));
     }
 }

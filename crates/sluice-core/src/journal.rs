@@ -1,0 +1,303 @@
+//! The audit journal: the store's write-ahead log for events.
+//!
+//! Recording a command must finish before the command is forwarded, and must
+//! cost microseconds, not a database commit. So each event is first appended
+//! to a local journal file (one `write`, in the operating system once it
+//! returns: a gateway crash loses nothing; `audit_sync = "fsync"` also
+//! survives power loss), and an ingester moves journaled events into the
+//! store's hash chain in batches. The store keeps how far each journal was
+//! ingested in the same transaction as the events, so a restart resumes
+//! exactly where it stopped: no event is lost or ingested twice.
+//!
+//! Segment files are `audit-<n>.journal`; each record is a little-endian
+//! u32 length followed by the event as JSON.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::audit::EventDraft;
+use crate::store::{Store, StoreError};
+
+const SEGMENT_LIMIT: u64 = 64 * 1024 * 1024;
+const MAX_RECORD: usize = 256 * 1024 * 1024;
+/// How long the ingester lets events gather before a batch, when nobody waits.
+const GATHER: Duration = Duration::from_millis(5);
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// A position in the journal: segment number and byte offset.
+pub type Position = (u64, u64);
+
+struct Writer {
+    file: File,
+    segment: u64,
+    len: u64,
+}
+
+/// The journal of one gateway.
+pub struct Journal {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    fsync: bool,
+    wake: Notify,
+    ingested: watch::Sender<Position>,
+    failed: watch::Sender<Option<String>>,
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("audit-{n:08}.journal"))
+}
+
+fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().to_string();
+        if let Some(n) = name
+            .strip_prefix("audit-")
+            .and_then(|r| r.strip_suffix(".journal"))
+        {
+            if let Ok(n) = n.parse() {
+                out.push(n);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Journal {
+    /// Opens the journal in `dir`, ingests whatever an earlier run left
+    /// un-ingested, and starts the ingester.
+    pub async fn open(
+        dir: &Path,
+        gateway_id: &str,
+        store: Store,
+        fsync: bool,
+    ) -> Result<Arc<Journal>, StoreError> {
+        let io =
+            |e: std::io::Error| StoreError::Other(format!("audit journal {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let start = store.journal_position(gateway_id).await?.unwrap_or((0, 0));
+        let mut existing = segments(dir).map_err(io)?;
+        existing.retain(|&n| {
+            if n < start.0 {
+                let _ = std::fs::remove_file(segment_path(dir, n));
+                false
+            } else {
+                true
+            }
+        });
+        let last = existing.last().copied().unwrap_or(start.0).max(start.0);
+        let path = segment_path(dir, last);
+        let file = open_append(&path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let (ingested, _) = watch::channel(start);
+        let (failed, _) = watch::channel(None);
+        let journal = Arc::new(Journal {
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(Writer {
+                file,
+                segment: last,
+                len,
+            }),
+            fsync,
+            wake: Notify::new(),
+            ingested,
+            failed,
+        });
+        let mut ingester = Ingester {
+            journal: journal.clone(),
+            store,
+            gateway_id: gateway_id.to_string(),
+            at: start,
+        };
+        // Catch up before serving, so the store is complete from the start.
+        ingester.drain().await?;
+        tokio::spawn(ingester.run());
+        Ok(journal)
+    }
+
+    /// Appends events; when this returns, they survive a gateway crash.
+    pub fn append(&self, drafts: &[EventDraft]) -> Result<(), StoreError> {
+        if let Some(reason) = self.failed.borrow().clone() {
+            return Err(StoreError::Other(format!(
+                "audit ingestion is failing: {reason}"
+            )));
+        }
+        let mut buf = Vec::with_capacity(256 * drafts.len());
+        for d in drafts {
+            let at = buf.len();
+            buf.extend_from_slice(&[0; 4]);
+            serde_json::to_writer(&mut buf, d).map_err(|e| StoreError::Other(e.to_string()))?;
+            let len = (buf.len() - at - 4) as u32;
+            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        let io = |e: std::io::Error| StoreError::Other(format!("audit journal write failed: {e}"));
+        {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if w.len >= SEGMENT_LIMIT {
+                let next = w.segment + 1;
+                w.file = open_append(&segment_path(&self.dir, next)).map_err(io)?;
+                w.segment = next;
+                w.len = 0;
+            }
+            w.file.write_all(&buf).map_err(io)?;
+            if self.fsync {
+                w.file.sync_data().map_err(io)?;
+            }
+            w.len += buf.len() as u64;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn end(&self) -> Position {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        (w.segment, w.len)
+    }
+
+    /// Waits until everything appended so far is in the store.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let target = self.end();
+        let mut rx = self.ingested.subscribe();
+        let mut failed = self.failed.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= target {
+                return Ok(());
+            }
+            if let Some(reason) = failed.borrow_and_update().clone() {
+                return Err(StoreError::Other(format!(
+                    "audit ingestion is failing: {reason}"
+                )));
+            }
+            self.wake.notify_one();
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Err(StoreError::Closed) },
+                _ = failed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+}
+
+struct Ingester {
+    journal: Arc<Journal>,
+    store: Store,
+    gateway_id: String,
+    at: Position,
+}
+
+impl Ingester {
+    async fn run(mut self) {
+        loop {
+            self.journal.wake.notified().await;
+            // Let a batch gather unless someone is waiting for a flush.
+            if self.journal.ingested.receiver_count() == 0 {
+                tokio::time::sleep(GATHER).await;
+            }
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.drain().await {
+                    Ok(()) => {
+                        self.journal.failed.send_replace(None);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit ingestion failed; retrying");
+                        self.journal.failed.send_replace(Some(e.to_string()));
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ingests everything journaled so far.
+    async fn drain(&mut self) -> Result<(), StoreError> {
+        loop {
+            let (segment, len) = self.journal.end();
+            if self.at.0 < segment {
+                // Finish the older segment, then move on and delete it.
+                self.ingest_segment_to_end().await?;
+                let old = self.at.0;
+                self.at = (old + 1, 0);
+                self.store.ingest(&self.gateway_id, vec![], self.at).await?;
+                let _ = std::fs::remove_file(segment_path(&self.journal.dir, old));
+                self.journal.ingested.send_replace(self.at);
+                continue;
+            }
+            if self.at.1 >= len {
+                self.journal.ingested.send_replace(self.at);
+                return Ok(());
+            }
+            self.ingest_segment_to_end().await?;
+        }
+    }
+
+    async fn ingest_segment_to_end(&mut self) -> Result<(), StoreError> {
+        let path = segment_path(&self.journal.dir, self.at.0);
+        let io = |e: std::io::Error| StoreError::Other(format!("reading {}: {e}", path.display()));
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        f.seek(SeekFrom::Start(self.at.1)).map_err(io)?;
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).map_err(io)?;
+        let mut pos = 0usize;
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        while data.len() - pos >= 4 {
+            let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
+                as usize;
+            if len > MAX_RECORD {
+                return Err(StoreError::Other(format!(
+                    "{}: corrupt record at {}",
+                    path.display(),
+                    self.at.1 + pos as u64
+                )));
+            }
+            if data.len() - pos - 4 < len {
+                break; // a record still being written
+            }
+            let draft: EventDraft =
+                serde_json::from_slice(&data[pos + 4..pos + 4 + len]).map_err(|e| {
+                    StoreError::Other(format!(
+                        "{}: corrupt record at {}: {e}",
+                        path.display(),
+                        self.at.1 + pos as u64
+                    ))
+                })?;
+            batch.push(draft);
+            pos += 4 + len;
+            batch_bytes += 4 + len;
+            if batch_bytes >= BATCH_BYTES {
+                let to = (self.at.0, self.at.1 + pos as u64);
+                self.commit(std::mem::take(&mut batch), to).await?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            let to = (self.at.0, self.at.1 + pos as u64);
+            self.commit(batch, to).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, batch: Vec<EventDraft>, to: Position) -> Result<(), StoreError> {
+        self.store.ingest(&self.gateway_id, batch, to).await?;
+        self.at = to;
+        self.journal.ingested.send_replace(to);
+        Ok(())
+    }
+}
