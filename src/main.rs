@@ -420,22 +420,14 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
                 let ts = e["ts"].as_i64().map(format_ms).unwrap_or_default();
                 let d = &e["data"];
                 let line = match e["kind"].as_str().unwrap_or("") {
-                    "command" => format!("#{} [{}] {}", d["n"], s(d, "path"), s(d, "text")),
-                    "command.result" => {
-                        let mut l = format!(
-                            "#{} {} in {}us",
-                            d["command_seq"],
-                            s(d, "status"),
-                            d["duration_us"]
-                        );
-                        if let Some(r) = d["rows"].as_u64() {
-                            l.push_str(&format!(", {r} rows"));
-                        }
-                        if let Some(c) = d["error_code"].as_str() {
-                            l.push_str(&format!(", SQLSTATE {c}"));
+                    "command" => {
+                        let mut l = format!("#{} [{}] {}", d["n"], s(d, "path"), s(d, "text"));
+                        if d["outcome"].is_object() {
+                            l.push_str(&format!("  => {}", outcome_text(&d["outcome"])));
                         }
                         l
                     }
+                    "command.result" => format!("#{} {}", d["command"], outcome_text(d)),
                     _ => d.to_string(),
                 };
                 println!("{ts}  #{:<6} {:<15} {line}", e["seq"], s(e, "kind"));
@@ -443,6 +435,17 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn outcome_text(o: &Value) -> String {
+    let mut l = format!("{} in {}us", s(o, "status"), o["duration_us"]);
+    if let Some(r) = o["rows"].as_u64() {
+        l.push_str(&format!(", {r} rows"));
+    }
+    if let Some(c) = o["error_code"].as_str() {
+        l.push_str(&format!(", SQLSTATE {c}"));
+    }
+    l
 }
 
 fn s(v: &Value, key: &str) -> String {

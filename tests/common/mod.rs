@@ -570,3 +570,29 @@ impl Gateway {
         gw
     }
 }
+
+/// The outcome recorded for a session's command: folded into the command
+/// event, or a separate `command.result` event.
+pub fn outcome_of(show: &serde_json::Value, text: &str) -> serde_json::Value {
+    let events = show["events"].as_array().unwrap();
+    let cmd = events
+        .iter()
+        .find(|e| e["kind"] == "command" && e["data"]["text"] == text)
+        .unwrap_or_else(|| panic!("no command {text:?} in {show}"));
+    if cmd["data"]["outcome"].is_object() {
+        return cmd["data"]["outcome"].clone();
+    }
+    events
+        .iter()
+        .find(|e| e["kind"] == "command.result" && e["data"]["command"] == cmd["data"]["n"])
+        .map(|e| e["data"].clone())
+        .unwrap_or_else(|| panic!("no outcome for {text:?} in {show}"))
+}
+
+impl Gateway {
+    /// Kills the process outright (a crash).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -12,6 +12,7 @@
 //! Segment files are `audit-<n>.journal`; each record is a little-endian
 //! u32 length followed by the event as JSON.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -42,6 +43,9 @@ struct Writer {
 pub struct Journal {
     dir: PathBuf,
     writer: Mutex<Writer>,
+    /// Events that need not precede anything (command outcomes): written with
+    /// the next append or by the ingester within a few milliseconds.
+    deferred: Mutex<Vec<EventDraft>>,
     fsync: bool,
     wake: Notify,
     ingested: watch::Sender<Position>,
@@ -103,6 +107,7 @@ impl Journal {
         let (failed, _) = watch::channel(None);
         let journal = Arc::new(Journal {
             dir: dir.to_path_buf(),
+            deferred: Mutex::new(Vec::new()),
             writer: Mutex::new(Writer {
                 file,
                 segment: last,
@@ -159,6 +164,17 @@ impl Journal {
         Ok(())
     }
 
+    /// Queues an event that must not delay the caller; it is journaled with
+    /// the next append, or by the ingester within milliseconds. Only a crash
+    /// in that window can lose it, so use it for outcomes, never commands.
+    pub fn append_deferred(&self, draft: EventDraft) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(draft);
+        self.wake.notify_one();
+    }
+
     fn end(&self) -> Position {
         let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         (w.segment, w.len)
@@ -166,6 +182,7 @@ impl Journal {
 
     /// Waits until everything appended so far is in the store.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.append(&[])?;
         let target = self.end();
         let mut rx = self.ingested.subscribe();
         let mut failed = self.failed.subscribe();
@@ -223,6 +240,7 @@ impl Ingester {
 
     /// Ingests everything journaled so far.
     async fn drain(&mut self) -> Result<(), StoreError> {
+        self.journal.append(&[])?;
         loop {
             let (segment, len) = self.journal.end();
             if self.at.0 < segment {
@@ -295,9 +313,86 @@ impl Ingester {
     }
 
     async fn commit(&mut self, batch: Vec<EventDraft>, to: Position) -> Result<(), StoreError> {
-        self.store.ingest(&self.gateway_id, batch, to).await?;
+        self.store
+            .ingest(&self.gateway_id, merge_outcomes(batch), to)
+            .await?;
         self.at = to;
         self.journal.ingested.send_replace(to);
         Ok(())
+    }
+}
+
+/// Folds each `command.result` into its `command` event (as `outcome`) when
+/// both are in one batch, so the chain holds one event per statement; an
+/// outcome whose command was ingested earlier stays an event of its own.
+fn merge_outcomes(batch: Vec<EventDraft>) -> Vec<EventDraft> {
+    let key =
+        |d: &EventDraft, field: &str| Some((d.session_id.clone()?, d.data.get(field)?.as_u64()?));
+    let mut commands: HashMap<(String, u64), usize> = HashMap::new();
+    let mut out: Vec<EventDraft> = Vec::with_capacity(batch.len());
+    for mut d in batch {
+        match d.kind.as_str() {
+            "command" => {
+                if let Some(k) = key(&d, "n") {
+                    commands.insert(k, out.len());
+                }
+            }
+            "command.result" => {
+                if let Some(&i) = key(&d, "command").and_then(|k| commands.get(&k)) {
+                    if let Some(obj) = d.data.as_object_mut() {
+                        obj.remove("command");
+                    }
+                    out[i].data["outcome"] = d.data;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        out.push(d);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(kind: &str, session: &str, data: serde_json::Value) -> EventDraft {
+        let mut d = EventDraft::new(kind, data);
+        d.session_id = Some(session.into());
+        d
+    }
+
+    #[test]
+    fn outcomes_fold_into_their_command_only_within_a_batch() {
+        let batch = vec![
+            ev(
+                "command.result",
+                "s1",
+                json!({"command": 1, "status": "ok"}),
+            ),
+            ev("command", "s1", json!({"n": 2, "text": "SELECT 2"})),
+            ev("command", "s2", json!({"n": 2, "text": "SELECT 'other'"})),
+            ev(
+                "command.result",
+                "s1",
+                json!({"command": 2, "status": "error", "error_code": "22012"}),
+            ),
+        ];
+        let merged = merge_outcomes(batch);
+        assert_eq!(merged.len(), 3);
+        assert_eq!(
+            merged[0].kind, "command.result",
+            "its command was in an earlier batch"
+        );
+        assert_eq!(
+            merged[1].data["outcome"],
+            json!({"status": "error", "error_code": "22012"})
+        );
+        assert!(
+            merged[2].data.get("outcome").is_none(),
+            "another session's command is untouched"
+        );
     }
 }
