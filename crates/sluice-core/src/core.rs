@@ -464,13 +464,9 @@ impl SessionHandle {
     pub fn record_outcome(&self, n: u64, outcome: &CommandOutcome) {
         let mut data = serde_json::to_value(outcome).unwrap_or_default();
         data["command"] = json!(n);
-        if let Err(e) = self
-            .core
+        self.core
             .journal
-            .append(&[self.event("command.result", data)])
-        {
-            tracing::error!(session = %self.id, error = %e, "could not record a command outcome");
-        }
+            .append_deferred(self.event("command.result", data));
     }
 
     /// A watch that resolves when the session's token expires or is revoked.

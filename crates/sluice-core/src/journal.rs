@@ -27,7 +27,7 @@ use crate::store::{Store, StoreError};
 const SEGMENT_LIMIT: u64 = 64 * 1024 * 1024;
 const MAX_RECORD: usize = 256 * 1024 * 1024;
 /// How long the ingester lets events gather before a batch, when nobody waits.
-const GATHER: Duration = Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(50);
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// A position in the journal: segment number and byte offset.
