@@ -113,6 +113,8 @@ pub struct ConnectionSection {
     pub tls: TlsMode,
     pub tls_ca_file: Option<PathBuf>,
     #[serde(default)]
+    pub allow_cleartext_password: bool,
+    #[serde(default)]
     pub tags: BTreeMap<String, String>,
 }
 
@@ -254,6 +256,7 @@ impl Config {
                         TlsMode::VerifyFull => TargetTls::VerifyFull,
                     },
                     tls_ca_file: c.tls_ca_file.as_ref().map(|p| self.resolve(p)),
+                    allow_cleartext_password: c.allow_cleartext_password,
                     tags: c.tags.clone(),
                 })
             })

@@ -122,7 +122,9 @@ fn md5_and_cleartext_password_targets_without_tls() {
     let md5 = PgServer::start(Auth::Md5, false);
     let clear = PgServer::start(Auth::Password, false);
     let conns = connection_toml("md5db", &md5, "disable", "env = \"dev\"")
-        + &connection_toml("cleardb", &clear, "prefer", "env = \"dev\"");
+        + &connection_toml("cleardb", &clear, "prefer", "env = \"dev\"")
+            .replace("tags =", "allow_cleartext_password = true\ntags =")
+        + &connection_toml("cleartext-refused", &clear, "prefer", "");
     let gw = Gateway::start("", "", &conns);
     let t = gw.cli_ok(&[
         "token",
@@ -141,7 +143,19 @@ fn md5_and_cleartext_password_targets_without_tls() {
         let out = psql_ok(&gw.conninfo(db, "dev", t), "SELECT sum(qty) FROM orders");
         assert_eq!(out.trim(), "5050", "{db}");
     }
-    // verify-full toward a server without TLS is refused, not downgraded.
+    // Without the opt-in, a target asking for the cleartext password over
+    // an unverified channel gets nothing.
+    let t = gw.token("dev", "cleartext-refused", "5m");
+    let out = psql(&gw.conninfo("cleartext-refused", "dev", &t), "SELECT 1");
+    assert!(
+        stderr(&out).contains("target is unavailable"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(gw
+        .log_text()
+        .contains("asked for the password in cleartext"));
+    // tls = require toward a server without TLS is refused, not downgraded.
     let conns = connection_toml("strict", &md5, "require", "");
     let gw2 = Gateway::start("", "", &conns);
     let t = gw2.token("dev", "strict", "5m");
@@ -327,6 +341,7 @@ fn pgbench_simple_extended_and_prepared_modes_are_recorded() {
         );
         let sessions = gw.cli_json(&["sessions", "list", "--principal", &principal]);
         let mut selects = 0;
+        let mut prepares = 0;
         let mut paths = std::collections::BTreeSet::new();
         for s in sessions.as_array().unwrap() {
             let show = gw.cli_json(&["sessions", "show", s["id"].as_str().unwrap()]);
@@ -341,12 +356,21 @@ fn pgbench_simple_extended_and_prepared_modes_are_recorded() {
                     .unwrap()
                     .contains("SELECT abalance FROM pgbench_accounts")
                 {
-                    selects += 1;
-                    paths.insert(e["data"]["path"].as_str().unwrap().to_string());
+                    if e["data"]["path"] == "prepare" {
+                        prepares += 1;
+                    } else {
+                        selects += 1;
+                        paths.insert(e["data"]["path"].as_str().unwrap().to_string());
+                    }
                 }
             }
         }
         assert_eq!(selects, 50, "every statement of -M {mode} is recorded");
+        let expected_prepares = if mode == "prepared" { 2 } else { 0 };
+        assert_eq!(
+            prepares, expected_prepares,
+            "named statements are recorded when prepared"
+        );
         let expect = if mode == "simple" {
             "simple"
         } else {
@@ -555,4 +579,66 @@ fn journaled_commands_survive_a_gateway_crash() {
         "every command exactly once, in order"
     );
     assert_eq!(gw.cli_json(&["audit", "verify"])["ok"], true);
+}
+
+#[test]
+fn a_redefined_prepared_statement_cannot_hide_what_runs() {
+    let target = PgServer::start(Auth::Trust, false);
+    let gw = Gateway::start(
+        "",
+        "allow_plaintext_loopback = true",
+        &connection_toml("shop", &target, "disable", ""),
+    );
+    let t = gw.token("sneaky", "shop", "10m");
+    let mut s = raw_login(gw.pg_port, "sneaky", "shop", &t);
+    s.write_all(
+        &[
+            parse_msg("s1", "DELETE FROM orders WHERE id = 1"),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(read_until_ready(&mut s).1, Vec::<String>::new());
+    // The server refuses to redefine s1 (42P05) and keeps the DELETE.
+    s.write_all(&[parse_msg("s1", "SELECT 1"), sync_msg()].concat())
+        .unwrap();
+    assert_eq!(read_until_ready(&mut s).1, vec!["42P05".to_string()]);
+    s.write_all(&[bind_msg("", "s1"), execute_msg(""), sync_msg()].concat())
+        .unwrap();
+    assert_eq!(read_until_ready(&mut s).1, Vec::<String>::new());
+    drop(s);
+    assert_eq!(
+        target
+            .admin_sql_db("shop", "SELECT count(*) FROM orders")
+            .trim(),
+        "99",
+        "the DELETE ran"
+    );
+
+    let show = gw.last_session("sneaky");
+    let executed: Vec<String> = show["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "command" && e["data"]["path"] == "extended")
+        .map(|e| e["data"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        executed,
+        vec!["DELETE FROM orders WHERE id = 1".to_string()],
+        "the log names what ran"
+    );
+    let prepared: Vec<String> = show["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "command" && e["data"]["path"] == "prepare")
+        .map(|e| e["data"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        prepared.len(),
+        2,
+        "both prepares are on record: {prepared:?}"
+    );
 }

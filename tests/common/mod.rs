@@ -596,3 +596,72 @@ impl Gateway {
         let _ = self.child.wait();
     }
 }
+
+/// A frontend message with a tag and body.
+pub fn frontend_msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Parse (named statement, no parameter types), Bind (no parameters), Execute, Sync.
+pub fn parse_msg(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(name.as_bytes());
+    b.push(0);
+    b.extend_from_slice(sql.as_bytes());
+    b.push(0);
+    b.extend_from_slice(&0u16.to_be_bytes());
+    frontend_msg(b'P', &b)
+}
+
+/// Bind a statement to a portal with no parameters and text results.
+pub fn bind_msg(portal: &str, stmt: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    for s in [portal, stmt] {
+        b.extend_from_slice(s.as_bytes());
+        b.push(0);
+    }
+    b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    frontend_msg(b'B', &b)
+}
+
+/// Execute a portal without a row limit.
+pub fn execute_msg(portal: &str) -> Vec<u8> {
+    let mut b = portal.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    frontend_msg(b'E', &b)
+}
+
+/// Sync.
+pub fn sync_msg() -> Vec<u8> {
+    frontend_msg(b'S', &[])
+}
+
+/// Reads backend messages up to ReadyForQuery; returns their tags and the SQLSTATEs of errors.
+pub fn read_until_ready(s: &mut std::net::TcpStream) -> (Vec<u8>, Vec<String>) {
+    let mut tags = vec![];
+    let mut codes = vec![];
+    loop {
+        let (tag, body) = read_msg(s);
+        tags.push(tag);
+        if tag == b'E' {
+            let mut rest = &body[..];
+            while let Some((&f, r)) = rest.split_first() {
+                if f == 0 {
+                    break;
+                }
+                let end = r.iter().position(|&c| c == 0).unwrap();
+                if f == b'C' {
+                    codes.push(String::from_utf8_lossy(&r[..end]).to_string());
+                }
+                rest = &r[end + 1..];
+            }
+        }
+        if tag == b'Z' {
+            return (tags, codes);
+        }
+    }
+}

@@ -37,6 +37,9 @@ pub struct Connection {
     pub tls: TargetTls,
     /// Extra CA certificates (PEM) to trust in `verify-full` mode.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Send the password in cleartext when the target asks, even without
+    /// `verify-full` TLS (where a man in the middle could ask for it).
+    pub allow_cleartext_password: bool,
     /// Free-form tags such as `env = "prod"`, used by policy.
     pub tags: BTreeMap<String, String>,
 }

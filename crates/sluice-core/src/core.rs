@@ -363,9 +363,10 @@ impl Core {
                 tokio::time::sleep(every).await;
                 let Some(core) = core.upgrade() else { return };
                 let now = now_ms();
+                // A generous window: other gateways' clocks may lag ours.
                 match core
                     .store
-                    .revoked_since(since - every.as_millis() as i64)
+                    .revoked_since(since - 30_000 - every.as_millis() as i64)
                     .await
                 {
                     Ok(ids) => {
@@ -408,6 +409,13 @@ pub struct TokenWatch {
 impl TokenWatch {
     /// Resolves when the token expires or is revoked, with the reason.
     pub async fn wait(&mut self) -> &'static str {
+        // A revocation between authentication and this watch's subscription
+        // was broadcast before we listened: look once.
+        if let Ok(Some(t)) = self.core.store.token_by_id(&self.token_id).await {
+            if t.revoked_at.is_some() {
+                return "token revoked";
+            }
+        }
         let left = (self.expires_at - now_ms()).max(0) as u64;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(left);
         loop {

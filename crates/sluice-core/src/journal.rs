@@ -25,10 +25,13 @@ use crate::audit::EventDraft;
 use crate::store::{Store, StoreError};
 
 const SEGMENT_LIMIT: u64 = 64 * 1024 * 1024;
-const MAX_RECORD: usize = 256 * 1024 * 1024;
+/// JSON escaping can grow a statement sixfold; the relay caps statements
+/// well below this / 6.
+const MAX_RECORD: usize = 512 * 1024 * 1024;
 /// How long the ingester lets events gather before a batch, when nobody waits.
 const GATHER: Duration = Duration::from_millis(50);
 const BATCH_BYTES: usize = 4 * 1024 * 1024;
+const FLUSH_LIMIT: Duration = Duration::from_secs(30);
 
 /// A position in the journal: segment number and byte offset.
 pub type Position = (u64, u64);
@@ -73,6 +76,37 @@ fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(out)
 }
 
+/// The length of the record whose prefix starts at `pos`, if the prefix is there.
+fn record_len(data: &[u8], pos: usize) -> Option<usize> {
+    let b = data.get(pos..pos + 4)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// Cuts a record torn by a crash off the end of a segment. Such a record's
+/// write never returned, so the command it held was never forwarded.
+fn trim_torn_tail(path: &Path) -> std::io::Result<()> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut pos = 0usize;
+    while let Some(len) = record_len(&data, pos) {
+        if len > MAX_RECORD || data.len() - pos - 4 < len {
+            break;
+        }
+        pos += 4 + len;
+    }
+    if pos < data.len() {
+        tracing::warn!(path = %path.display(), at = pos, "trimming a torn journal record left by a crash");
+        OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(pos as u64)?;
+    }
+    Ok(())
+}
+
 fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
@@ -99,8 +133,17 @@ impl Journal {
                 true
             }
         });
-        let last = existing.last().copied().unwrap_or(start.0).max(start.0);
+        let mut last = existing.last().copied().unwrap_or(start.0).max(start.0);
+        let current_len = std::fs::metadata(segment_path(dir, last))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if last == start.0 && current_len < start.1 {
+            // The store is ahead of the file (a power loss ate its tail):
+            // continue in a fresh segment rather than at a stale offset.
+            last += 1;
+        }
         let path = segment_path(dir, last);
+        trim_torn_tail(&path).map_err(io)?;
         let file = open_append(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let (ingested, _) = watch::channel(start);
@@ -131,19 +174,26 @@ impl Journal {
     }
 
     /// Appends events; when this returns, they survive a gateway crash.
+    /// Store outages do not fail appends (the journal holds the events until
+    /// the store is back); only a failed journal write does.
     pub fn append(&self, drafts: &[EventDraft]) -> Result<(), StoreError> {
-        if let Some(reason) = self.failed.borrow().clone() {
-            return Err(StoreError::Other(format!(
-                "audit ingestion is failing: {reason}"
-            )));
+        let deferred =
+            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
+        if drafts.is_empty() && deferred.is_empty() {
+            return Ok(());
         }
-        let mut buf = Vec::with_capacity(256 * drafts.len());
-        for d in drafts {
+        let mut buf = Vec::with_capacity(256 * (drafts.len() + deferred.len()));
+        for d in deferred.iter().chain(drafts) {
             let at = buf.len();
             buf.extend_from_slice(&[0; 4]);
             serde_json::to_writer(&mut buf, d).map_err(|e| StoreError::Other(e.to_string()))?;
-            let len = (buf.len() - at - 4) as u32;
-            buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            let len = buf.len() - at - 4;
+            if len > MAX_RECORD {
+                return Err(StoreError::Other(format!(
+                    "event of {len} bytes exceeds the journal's record limit"
+                )));
+            }
+            buf[at..at + 4].copy_from_slice(&(len as u32).to_le_bytes());
         }
         let io = |e: std::io::Error| StoreError::Other(format!("audit journal write failed: {e}"));
         {
@@ -154,7 +204,11 @@ impl Journal {
                 w.segment = next;
                 w.len = 0;
             }
-            w.file.write_all(&buf).map_err(io)?;
+            if let Err(e) = w.file.write_all(&buf) {
+                // Cut a partial record off, so later records stay readable.
+                let _ = w.file.set_len(w.len);
+                return Err(io(e));
+            }
             if self.fsync {
                 w.file.sync_data().map_err(io)?;
             }
@@ -180,8 +234,14 @@ impl Journal {
         (w.segment, w.len)
     }
 
-    /// Waits until everything appended so far is in the store.
+    /// Waits (at most 30 s) until everything appended so far is in the store.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        tokio::time::timeout(FLUSH_LIMIT, self.flush_inner())
+            .await
+            .map_err(|_| StoreError::Other("audit ingestion is behind; try again shortly".into()))?
+    }
+
+    async fn flush_inner(&self) -> Result<(), StoreError> {
         self.append(&[])?;
         let target = self.end();
         let mut rx = self.ingested.subscribe();
@@ -244,8 +304,8 @@ impl Ingester {
         loop {
             let (segment, len) = self.journal.end();
             if self.at.0 < segment {
-                // Finish the older segment, then move on and delete it.
-                self.ingest_segment_to_end().await?;
+                // The writer moved on: finish the older segment, then delete it.
+                while self.ingest_chunk().await? {}
                 let old = self.at.0;
                 self.at = (old + 1, 0);
                 self.store.ingest(&self.gateway_id, vec![], self.at).await?;
@@ -257,59 +317,69 @@ impl Ingester {
                 self.journal.ingested.send_replace(self.at);
                 return Ok(());
             }
-            self.ingest_segment_to_end().await?;
+            if !self.ingest_chunk().await? {
+                // Only a record still being written: its writer wakes us.
+                return Ok(());
+            }
         }
     }
 
-    async fn ingest_segment_to_end(&mut self) -> Result<(), StoreError> {
+    /// Ingests the complete records of one chunk from the current position;
+    /// returns whether it advanced.
+    async fn ingest_chunk(&mut self) -> Result<bool, StoreError> {
         let path = segment_path(&self.journal.dir, self.at.0);
         let io = |e: std::io::Error| StoreError::Other(format!("reading {}: {e}", path.display()));
         let mut f = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io(e)),
         };
-        f.seek(SeekFrom::Start(self.at.1)).map_err(io)?;
+        let start = self.at.1;
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
         let mut data = Vec::new();
-        f.read_to_end(&mut data).map_err(io)?;
+        (&mut f)
+            .take(BATCH_BYTES as u64)
+            .read_to_end(&mut data)
+            .map_err(io)?;
+        if let Some(len) = record_len(&data, 0) {
+            // A record larger than a chunk is read whole.
+            let need = (4 + len).saturating_sub(data.len());
+            if need > 0 && len <= MAX_RECORD {
+                (&mut f)
+                    .take(need as u64)
+                    .read_to_end(&mut data)
+                    .map_err(io)?;
+            }
+        }
         let mut pos = 0usize;
         let mut batch = Vec::new();
-        let mut batch_bytes = 0usize;
-        while data.len() - pos >= 4 {
-            let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
-                as usize;
+        while let Some(len) = record_len(&data, pos) {
             if len > MAX_RECORD {
                 return Err(StoreError::Other(format!(
                     "{}: corrupt record at {}",
                     path.display(),
-                    self.at.1 + pos as u64
+                    start + pos as u64
                 )));
             }
             if data.len() - pos - 4 < len {
-                break; // a record still being written
+                break; // still being written
             }
             let draft: EventDraft =
                 serde_json::from_slice(&data[pos + 4..pos + 4 + len]).map_err(|e| {
                     StoreError::Other(format!(
                         "{}: corrupt record at {}: {e}",
                         path.display(),
-                        self.at.1 + pos as u64
+                        start + pos as u64
                     ))
                 })?;
             batch.push(draft);
             pos += 4 + len;
-            batch_bytes += 4 + len;
-            if batch_bytes >= BATCH_BYTES {
-                let to = (self.at.0, self.at.1 + pos as u64);
-                self.commit(std::mem::take(&mut batch), to).await?;
-                batch_bytes = 0;
-            }
         }
-        if !batch.is_empty() {
-            let to = (self.at.0, self.at.1 + pos as u64);
-            self.commit(batch, to).await?;
+        if batch.is_empty() {
+            return Ok(false);
         }
-        Ok(())
+        self.commit(batch, (self.at.0, start + pos as u64)).await?;
+        Ok(true)
     }
 
     async fn commit(&mut self, batch: Vec<EventDraft>, to: Position) -> Result<(), StoreError> {

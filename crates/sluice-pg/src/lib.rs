@@ -84,12 +84,15 @@ impl PgGateway {
 
     async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
+        // One deadline for the whole pre-authentication phase, however many
+        // requests the client makes.
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
         loop {
-            let first =
-                match tokio::time::timeout(STARTUP_TIMEOUT, wire::read_startup(&mut tcp)).await {
-                    Ok(r) => r,
-                    Err(_) => return,
-                };
+            let first = match tokio::time::timeout_at(deadline, wire::read_startup(&mut tcp)).await
+            {
+                Ok(r) => r,
+                Err(_) => return,
+            };
             match first {
                 Ok(Startup::GssEnc) => {
                     // Refused as the server does when it has no GSSAPI: with 'N'.
@@ -115,7 +118,7 @@ impl PgGateway {
                         Err(_) => return,
                     };
                     let second =
-                        tokio::time::timeout(STARTUP_TIMEOUT, wire::read_startup(&mut tls)).await;
+                        tokio::time::timeout_at(deadline, wire::read_startup(&mut tls)).await;
                     match second {
                         Ok(Ok(Startup::Start { minor, params })) => {
                             return self.session(Box::new(tls), peer, minor, params).await;

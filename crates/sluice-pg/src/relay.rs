@@ -21,7 +21,7 @@ use crate::wire::{command_rows, cstr, error_fields, error_response};
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest command-carrying message decoded whole; bigger ones are refused
 /// rather than buffered without bound or forwarded uninspected.
-pub const MAX_INSPECTED: usize = 64 * 1024 * 1024;
+pub const MAX_INSPECTED: usize = 16 * 1024 * 1024;
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -112,12 +112,18 @@ where
 }
 
 struct ClientState {
-    statements: HashMap<String, String>,
-    portals: HashMap<String, String>,
+    statements: HashMap<String, Arc<str>>,
+    portals: HashMap<String, Arc<str>>,
 }
 
+/// How many prepared statements, and portals, a session may hold at once.
+const MAX_TRACKED: usize = 10_000;
+
 enum Op {
+    /// A command that gets a response to pair its outcome with.
     Command(Command, Kind),
+    /// A record with no outcome of its own (a named prepare).
+    Record(Command),
     Sync,
 }
 
@@ -139,16 +145,38 @@ fn decode_client_message(
         b'P' => {
             let (name, rest) = cstr(body).ok_or_else(|| bad("Parse"))?;
             let (text, _) = cstr(rest).ok_or_else(|| bad("Parse"))?;
-            st.statements.insert(name.to_string(), text.to_string());
+            if name.is_empty() {
+                st.statements.insert(String::new(), Arc::from(text));
+            } else {
+                // A named statement is recorded when prepared, so its text is
+                // in the log whatever later happens to the name.
+                ops.push(Op::Record(command(
+                    "prepare",
+                    format!("-- prepare {name:?}\n{text}"),
+                )));
+                // The server refuses to redefine a live name (42P05): keep the
+                // text it will actually run.
+                if !st.statements.contains_key(name) {
+                    if st.statements.len() >= MAX_TRACKED {
+                        return Err(format!(
+                            "more than {MAX_TRACKED} prepared statements in one session"
+                        ));
+                    }
+                    st.statements.insert(name.to_string(), Arc::from(text));
+                }
+            }
         }
         b'B' => {
             let (portal, rest) = cstr(body).ok_or_else(|| bad("Bind"))?;
             let (stmt, _) = cstr(rest).ok_or_else(|| bad("Bind"))?;
-            let text = st
-                .statements
-                .get(stmt)
-                .cloned()
-                .unwrap_or_else(|| format!("-- sluice: unknown prepared statement {stmt:?}"));
+            let text = st.statements.get(stmt).cloned().unwrap_or_else(|| {
+                Arc::from(format!("-- sluice: unknown prepared statement {stmt:?}"))
+            });
+            if st.portals.len() >= MAX_TRACKED && !st.portals.contains_key(portal) {
+                return Err(format!(
+                    "more than {MAX_TRACKED} open portals in one session"
+                ));
+            }
             st.portals.insert(portal.to_string(), text);
         }
         b'E' => {
@@ -156,7 +184,7 @@ fn decode_client_message(
             let text = st
                 .portals
                 .get(portal)
-                .cloned()
+                .map(|t| t.to_string())
                 .unwrap_or_else(|| format!("-- sluice: unknown portal {portal:?}"));
             ops.push(Op::Command(command("extended", text), Kind::Extended));
         }
@@ -174,8 +202,18 @@ fn decode_client_message(
                 .get(..4)
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                 .unwrap_or(0);
+            // The arguments are part of what runs: keep them (bounded, in hex).
+            let args = &body[body.len().min(4)..];
+            let shown = &args[..args.len().min(4096)];
             ops.push(Op::Command(
-                command("function-call", format!("-- function call, oid {oid}")),
+                command(
+                    "function-call",
+                    format!(
+                        "-- function call, oid {oid}, {} argument bytes: {}",
+                        args.len(),
+                        hex::encode(shown)
+                    ),
+                ),
                 Kind::Simple,
             ));
         }
@@ -266,7 +304,8 @@ where
                     .await;
                 }
                 if buf.len() - pos < total {
-                    buf.reserve(total - (buf.len() - pos));
+                    // Grow as bytes arrive, not by what a header claims.
+                    buf.reserve((total - (buf.len() - pos)).min(16 * READ_CHUNK));
                     break;
                 }
                 if let Err(e) =
@@ -289,13 +328,21 @@ where
             }
         }
         if !ops.is_empty() {
-            let commands: Vec<Command> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    Op::Command(c, _) => Some(c.clone()),
-                    Op::Sync => None,
-                })
-                .collect();
+            let mut commands = Vec::with_capacity(ops.len());
+            let mut kinds = Vec::with_capacity(ops.len());
+            for op in ops.drain(..) {
+                match op {
+                    Op::Command(c, kind) => {
+                        commands.push(c);
+                        kinds.push(Some(kind));
+                    }
+                    Op::Record(c) => {
+                        commands.push(c);
+                        kinds.push(None);
+                    }
+                    Op::Sync => kinds.push(Some(Kind::Sync)),
+                }
+            }
             let seqs = if commands.is_empty() {
                 Vec::new()
             } else {
@@ -315,10 +362,14 @@ where
             let now = Instant::now();
             let mut seqs = seqs.into_iter();
             let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
-            for op in ops.drain(..) {
-                let (kind, seq) = match op {
-                    Op::Command(_, kind) => (kind, seqs.next().unwrap_or(0)),
-                    Op::Sync => (Kind::Sync, 0),
+            for kind in kinds {
+                let (kind, seq) = match kind {
+                    Some(Kind::Sync) => (Kind::Sync, 0),
+                    Some(kind) => (kind, seqs.next().unwrap_or(0)),
+                    None => {
+                        seqs.next();
+                        continue;
+                    }
                 };
                 q.push_back(Pending {
                     kind,
@@ -465,7 +516,8 @@ where
             let total = len + 1;
             if server_inspects(tag) && total <= MAX_INSPECTED {
                 if buf.len() - pos < total {
-                    buf.reserve(total - (buf.len() - pos));
+                    // Grow as bytes arrive, not by what a header claims.
+                    buf.reserve((total - (buf.len() - pos)).min(16 * READ_CHUNK));
                     break;
                 }
                 on_server_message(tag, &buf[pos + 5..pos + total], &queue, session);

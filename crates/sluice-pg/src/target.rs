@@ -148,6 +148,7 @@ async fn connect_inner(
     };
     let mut inbuf = BytesMut::with_capacity(8192);
     let mut scram: Option<ScramSha256> = None;
+    let mut scram_done = false;
     let mut tail = BytesMut::new();
     let mut key = None;
     loop {
@@ -161,7 +162,17 @@ async fn connect_inner(
                 let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                 let data = &body[4..];
                 match code {
+                    // A server that skips the SCRAM exchange's final proof
+                    // has not shown it knows the password.
+                    0 if scram.is_some() && !scram_done => {
+                        return Err(TargetError::Protocol("target ended SCRAM authentication without proving its identity".into()))
+                    }
                     0 => continue,
+                    3 if conn.tls != TargetTls::VerifyFull && !conn.allow_cleartext_password => {
+                        return Err(TargetError::Protocol(
+                            "the target asked for the password in cleartext; allowed only with tls = \"verify-full\" or allow_cleartext_password = true".into(),
+                        ))
+                    }
                     3 => frontend::password_message(password()?, &mut out).map_err(proto)?,
                     5 if data.len() == 4 => {
                         let salt = [data[0], data[1], data[2], data[3]];
@@ -208,6 +219,7 @@ async fn connect_inner(
                             code: "28P01".into(),
                             message: e.to_string(),
                         })?;
+                        scram_done = true;
                         continue;
                     }
                     other => {

@@ -49,7 +49,9 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
                     "CREATE FUNCTION sluice_events_append_only() RETURNS trigger LANGUAGE plpgsql AS
                        $f$ BEGIN RAISE EXCEPTION 'audit events are append-only'; END $f$;
                      CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
-                       FOR EACH ROW EXECUTE FUNCTION sluice_events_append_only();",
+                       FOR EACH ROW EXECUTE FUNCTION sluice_events_append_only();
+                     CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+                       FOR EACH STATEMENT EXECUTE FUNCTION sluice_events_append_only();",
                 )
                 .await?;
             }
