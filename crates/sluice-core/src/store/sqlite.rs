@@ -156,6 +156,10 @@ impl SqliteStore {
         // power loss can drop the last commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The audit log grows fast under load: checkpoint in larger steps
+        // and keep the hot B-tree pages in memory.
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
+        conn.pragma_update(None, "cache_size", -65536)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel();
