@@ -145,6 +145,15 @@ async fn extended_protocol_binary_results_copy_and_notifications() {
         .map(|c| c.iter().filter(|&&b| b == b'\n').count())
         .sum::<usize>();
     assert_eq!(lines, 5100);
+    // Outcomes stay paired with their statements after a COPY (whose Sync
+    // the server ignores during copy-in).
+    client.simple_query("SELECT 41").await.unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM orders WHERE qty > $1", &[&4990i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 9);
 
     // LISTEN/NOTIFY across two gateway sessions.
     let (listener, mut notes) = connect_listening(&gw, "driver", &token).await;
@@ -197,6 +206,23 @@ async fn extended_protocol_binary_results_copy_and_notifications() {
         "extended".into(),
         "COPY orders (item, qty) FROM STDIN".into()
     )));
+    let main = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| gw.cli_json(&["sessions", "show", s["id"].as_str().unwrap()]))
+        .find(|show| commands(show).contains(&"SELECT 41".to_string()))
+        .unwrap();
+    assert_eq!(
+        outcome_of(&main, "COPY orders (item, qty) FROM STDIN")["rows"],
+        5000
+    );
+    assert_eq!(outcome_of(&main, "SELECT 41")["rows"], 1);
+    assert_eq!(
+        outcome_of(&main, "SELECT count(*) FROM orders WHERE qty > $1")["rows"],
+        1
+    );
+    assert_eq!(outcome_of(&main, "SELECT 1/0")["error_code"], "22012");
     assert_eq!(gw.cli_json(&["audit", "verify"])["ok"], true);
 }
 

@@ -44,6 +44,9 @@ enum Kind {
     Extended,
     /// A Sync: the end of an extended batch.
     Sync,
+    /// CopyDone or CopyFail: the end of the client's COPY data. Syncs the
+    /// client sent before it, during copy-in, are ignored by the server.
+    CopyEnd,
 }
 
 struct Pending {
@@ -102,7 +105,11 @@ where
         o = c2s => o,
         o = s2c => o,
     };
-    let in_flight = !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+    let in_flight = queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|p| matches!(p.kind, Kind::Simple | Kind::Extended));
     RelayEnd {
         outcome,
         bytes_in,
@@ -125,6 +132,7 @@ enum Op {
     /// A record with no outcome of its own (a named prepare).
     Record(Command),
     Sync,
+    CopyEnd,
 }
 
 fn decode_client_message(
@@ -197,6 +205,7 @@ fn decode_client_message(
             };
         }
         b'S' => ops.push(Op::Sync),
+        b'c' | b'f' => ops.push(Op::CopyEnd),
         b'F' => {
             let oid = body
                 .get(..4)
@@ -232,7 +241,10 @@ fn command(path: &str, text: String) -> Command {
 
 /// Client messages decoded whole; everything else streams through.
 fn client_inspects(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'X')
+    matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'X' | b'c' | b'f'
+    )
 }
 
 async fn client_to_server<R, W>(
@@ -341,6 +353,7 @@ where
                         kinds.push(None);
                     }
                     Op::Sync => kinds.push(Some(Kind::Sync)),
+                    Op::CopyEnd => kinds.push(Some(Kind::CopyEnd)),
                 }
             }
             let seqs = if commands.is_empty() {
@@ -365,6 +378,7 @@ where
             for kind in kinds {
                 let (kind, seq) = match kind {
                     Some(Kind::Sync) => (Kind::Sync, 0),
+                    Some(Kind::CopyEnd) => (Kind::CopyEnd, 0),
                     Some(kind) => (kind, seqs.next().unwrap_or(0)),
                     None => {
                         seqs.next();
@@ -395,7 +409,7 @@ where
 
 /// Server messages decoded whole; everything else (rows, copy data) streams through.
 fn server_inspects(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z')
+    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z' | b'G')
 }
 
 fn complete(session: &SessionHandle, p: Pending, status: &str) {
@@ -415,9 +429,34 @@ fn complete(session: &SessionHandle, p: Pending, status: &str) {
     session.record_outcome(p.seq, &outcome);
 }
 
-fn on_server_message(tag: u8, body: &[u8], queue: &Queue, session: &SessionHandle) {
+fn on_server_message(
+    tag: u8,
+    body: &[u8],
+    queue: &Queue,
+    session: &SessionHandle,
+    copy_in: &mut bool,
+) {
     let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+    if *copy_in && matches!(tag, b'C' | b'E' | b'Z') {
+        // The copy is over: drop the Syncs the server ignored during it.
+        if let Some(end) = q.iter().position(|p| matches!(p.kind, Kind::CopyEnd)) {
+            let mut i = 0;
+            q.retain(|p| {
+                let keep = i > end || !matches!(p.kind, Kind::Sync | Kind::CopyEnd);
+                i += 1;
+                keep
+            });
+            *copy_in = false;
+        } else if tag == b'Z' {
+            *copy_in = false;
+        }
+    }
+    // A CopyEnd left over from a copy the server already ended carries no response.
+    while matches!(q.front().map(|p| &p.kind), Some(Kind::CopyEnd)) {
+        q.pop_front();
+    }
     match tag {
+        b'G' => *copy_in = true,
         b'C' | b'I' | b's' => {
             let rows = if tag == b'C' {
                 command_rows(body)
@@ -460,6 +499,7 @@ fn on_server_message(tag: u8, body: &[u8], queue: &Queue, session: &SessionHandl
                         break;
                     }
                     Kind::Sync => break,
+                    Kind::CopyEnd => {}
                 }
             }
         }
@@ -482,6 +522,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut passthrough = 0usize;
+    let mut copy_in = false;
     let invalidated = watch.wait();
     tokio::pin!(invalidated);
     loop {
@@ -520,7 +561,13 @@ where
                     buf.reserve((total - (buf.len() - pos)).min(16 * READ_CHUNK));
                     break;
                 }
-                on_server_message(tag, &buf[pos + 5..pos + total], &queue, session);
+                on_server_message(
+                    tag,
+                    &buf[pos + 5..pos + total],
+                    &queue,
+                    session,
+                    &mut copy_in,
+                );
                 pos += total;
             } else if buf.len() - pos >= total {
                 pos += total;
