@@ -36,6 +36,13 @@ pub struct GatewaySection {
     pub api_listen: String,
     /// `postgres://...` to share the store between gateways; SQLite otherwise.
     pub store: Option<String>,
+    /// CA certificates (PEM) that sign the store server's certificate, for
+    /// `sslmode=require` in the store URL; the system roots otherwise.
+    pub store_ca_file: Option<PathBuf>,
+    /// Serve the API (plain HTTP, admin credential in a header) on a
+    /// non-loopback address; only behind a TLS-terminating proxy.
+    #[serde(default)]
+    pub api_insecure_remote: bool,
     /// Also fsync the audit journal before forwarding each command (survives
     /// power loss, at the cost of a disk flush per command).
     #[serde(default)]
@@ -61,6 +68,8 @@ impl Default for GatewaySection {
             data_dir: default_data_dir(),
             api_listen: default_api_listen(),
             store: None,
+            store_ca_file: None,
+            api_insecure_remote: false,
             audit_fsync: false,
             max_token_ttl: default_max_ttl(),
         }
@@ -213,6 +222,18 @@ impl Config {
                 bail!("{}: {key}: expected ip:port, got {addr:?}", self.source);
             }
         }
+        let api_ip = self
+            .gateway
+            .api_listen
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip());
+        if api_ip.is_ok_and(|ip| !ip.is_loopback()) && !self.gateway.api_insecure_remote {
+            bail!(
+                "{}: gateway.api_listen: the API speaks plain HTTP and carries the admin credential; \
+                 listen on a loopback address, or put it behind a TLS proxy and set api_insecure_remote = true",
+                self.source
+            );
+        }
         if self.postgres.tls_cert.is_some() != self.postgres.tls_key.is_some() {
             bail!(
                 "{}: postgres: set both tls_cert and tls_key, or neither",
@@ -294,6 +315,18 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn a_remote_plaintext_api_needs_an_explicit_opt_in() {
+        let e = load_str("[gateway]\napi_listen = '0.0.0.0:8080'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_listen") && e.contains("plain HTTP"), "{e}");
+        assert!(
+            load_str("[gateway]\napi_listen = '0.0.0.0:8080'\napi_insecure_remote = true\n")
+                .is_ok()
+        );
     }
 
     #[test]

@@ -22,9 +22,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let connections = cfg.connections()?;
-    let store = Store::open(cfg.gateway.store.as_deref(), &data_dir.join("sluice.db"))
-        .await
-        .context("cannot open the store")?;
+    let store_ca = cfg.gateway.store_ca_file.as_ref().map(|p| cfg.resolve(p));
+    let store = Store::open(
+        cfg.gateway.store.as_deref(),
+        &data_dir.join("sluice.db"),
+        store_ca.as_deref(),
+    )
+    .await
+    .context("cannot open the store")?;
     let gateway_id = gateway_id(&data_dir)?;
     let journal = Journal::open(
         &data_dir.join("journal"),

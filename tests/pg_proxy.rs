@@ -491,7 +491,11 @@ fn vanishing_clients_and_targets_do_not_disturb_other_sessions() {
 #[test]
 fn tampering_with_the_audit_log_is_detected() {
     let target = PgServer::start(Auth::Trust, false);
-    let mut gw = Gateway::start("", "", &connection_toml("shop", &target, "disable", ""));
+    let mut gw = Gateway::start(
+        "audit_fsync = true",
+        "",
+        &connection_toml("shop", &target, "disable", ""),
+    );
     let t = gw.token("auditor", "shop", "10m");
     for i in 0..3 {
         psql_ok(&gw.conninfo("shop", "auditor", &t), &format!("SELECT {i}"));

@@ -10,16 +10,49 @@ use common::*;
 
 #[test]
 fn two_gateways_share_tokens_sessions_revocations_and_one_audit_chain() {
-    let store = PgServer::start(Auth::Trust, false);
+    let store = PgServer::start(Auth::Trust, true);
     store.admin_sql("CREATE DATABASE sluice");
     let target = PgServer::start(Auth::Scram, false);
-    let store_cfg = format!(
-        "store = \"postgres://postgres@127.0.0.1:{}/sluice\"",
+    let store_url = format!(
+        "postgres://postgres@127.0.0.1:{}/sluice?sslmode=require",
         store.port
+    );
+    let store_cfg = format!(
+        "store = \"{store_url}\"\nstore_ca_file = {:?}",
+        store.ca_cert.as_ref().unwrap().to_str().unwrap()
+    );
+
+    // The store's certificate is verified: without its CA the gateway refuses to start.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("untrusting.toml");
+    std::fs::write(
+        &cfg,
+        format!("[gateway]\ndata_dir = \"data\"\nstore = \"{store_url}\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["gateway", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the store") && err.to_lowercase().contains("certificate"),
+        "{err}"
     );
     let conns = connection_toml("shop", &target, "prefer", "env = \"prod\"");
     let a = Gateway::start(&store_cfg, "", &conns);
     let b = Gateway::start(&store_cfg, "", &conns);
+
+    // Both gateways reach the store over TLS only.
+    let conns = store.admin_sql(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = 'sluice'",
+    );
+    let (tls, all) = conns.trim().split_once('|').unwrap();
+    assert!(
+        all.parse::<i32>().unwrap() >= 4 && tls == all,
+        "store connections (tls|all): {conns}"
+    );
 
     // A token issued through one gateway opens sessions on the other.
     let token = a.token("shared", "shop", "10m");

@@ -258,6 +258,9 @@ impl Core {
     ) -> Result<Grant, AuthError> {
         let result = self.check_token(presented, user, connection).await;
         if let Err(e) = &result {
+            // Names chosen by an unauthenticated client: bounded in the log.
+            let user = &user[..user.floor_char_boundary(256)];
+            let connection = &connection[..connection.floor_char_boundary(256)];
             let mut ev = EventDraft::new(
                 "auth.failed",
                 json!({"protocol": protocol, "client_addr": client_addr, "user": user, "reason": e.to_string()}),

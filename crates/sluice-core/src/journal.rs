@@ -177,6 +177,18 @@ impl Journal {
     /// Store outages do not fail appends (the journal holds the events until
     /// the store is back); only a failed journal write does.
     pub fn append(&self, drafts: &[EventDraft]) -> Result<(), StoreError> {
+        // An fsync takes milliseconds: tell the runtime this thread blocks,
+        // so other sessions move to another worker meanwhile.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if self.fsync && multi_thread {
+            tokio::task::block_in_place(|| self.write(drafts))
+        } else {
+            self.write(drafts)
+        }
+    }
+
+    fn write(&self, drafts: &[EventDraft]) -> Result<(), StoreError> {
         let deferred =
             std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|p| p.into_inner()));
         if drafts.is_empty() && deferred.is_empty() {

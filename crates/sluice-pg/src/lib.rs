@@ -18,6 +18,7 @@ use rustls::{ClientConfig, ServerConfig};
 use sluice_core::{AuthError, Core};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::cancel::CancelRegistry;
@@ -47,7 +48,13 @@ pub struct PgGateway {
     target_tls: HashMap<String, Option<Arc<ClientConfig>>>,
     cancels: CancelRegistry,
     allow_plaintext_loopback: bool,
+    /// Bounds the connections not yet authenticated, which cost memory and
+    /// store lookups without any token having been shown.
+    pre_auth: Arc<Semaphore>,
 }
+
+/// How many connections may be in the startup phase at once.
+const MAX_PRE_AUTH: usize = 512;
 
 impl PgGateway {
     /// Prepares the listener and the TLS configuration of every postgres connection.
@@ -62,6 +69,7 @@ impl PgGateway {
             target_tls,
             cancels: CancelRegistry::default(),
             allow_plaintext_loopback: opts.allow_plaintext_loopback,
+            pre_auth: Arc::new(Semaphore::new(MAX_PRE_AUTH)),
         }))
     }
 
@@ -69,9 +77,24 @@ impl PgGateway {
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
             match listener.accept().await {
-                Ok((tcp, peer)) => {
+                Ok((mut tcp, peer)) => {
                     let gw = self.clone();
-                    tokio::spawn(async move { gw.handle(tcp, peer).await });
+                    match self.pre_auth.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            tokio::spawn(async move { gw.handle(tcp, peer, permit).await });
+                        }
+                        Err(_) => {
+                            tokio::spawn(async move {
+                                refuse(
+                                    &mut tcp,
+                                    "53300",
+                                    "sluice: too many connections are waiting to authenticate; try again shortly",
+                                    None,
+                                )
+                                .await
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -82,7 +105,12 @@ impl PgGateway {
         }
     }
 
-    async fn handle(self: Arc<Self>, mut tcp: TcpStream, peer: SocketAddr) {
+    async fn handle(
+        self: Arc<Self>,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
         let _ = tcp.set_nodelay(true);
         // One deadline for the whole pre-authentication phase, however many
         // requests the client makes.
@@ -121,7 +149,9 @@ impl PgGateway {
                         tokio::time::timeout_at(deadline, wire::read_startup(&mut tls)).await;
                     match second {
                         Ok(Ok(Startup::Start { minor, params })) => {
-                            return self.session(Box::new(tls), peer, minor, params).await;
+                            return self
+                                .session(Box::new(tls), peer, minor, params, permit)
+                                .await;
                         }
                         Ok(Ok(Startup::Cancel { pid, key })) => {
                             self.cancels.cancel(pid, key).await;
@@ -154,7 +184,9 @@ impl PgGateway {
                         )
                         .await;
                     }
-                    return self.session(Box::new(tcp), peer, minor, params).await;
+                    return self
+                        .session(Box::new(tcp), peer, minor, params, permit)
+                        .await;
                 }
                 Err(e) => return refuse_startup(&mut tcp, e).await,
             }
@@ -167,6 +199,7 @@ impl PgGateway {
         peer: SocketAddr,
         minor: u16,
         params: Vec<(String, String)>,
+        permit: OwnedSemaphorePermit,
     ) {
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let Some(user) = get("user").filter(|u| !u.is_empty()) else {
@@ -264,6 +297,7 @@ impl PgGateway {
                 return;
             }
         };
+        drop(permit);
         let cancel_id = self.cancels.register(&conn.address, target.pid, target.key);
         out.clear();
         wire::authentication(&mut out, 0);

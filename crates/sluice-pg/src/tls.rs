@@ -106,13 +106,21 @@ pub fn target_config(conn: &Connection) -> Result<Option<Arc<ClientConfig>>, Tls
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
             .with_no_client_auth(),
         TargetTls::VerifyFull => {
+            // As libpq's sslrootcert: a configured CA file is the only
+            // trust; without one, the system's roots.
             let mut roots = RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            if let Some(path) = &conn.tls_ca_file {
-                for cert in CertificateDer::pem_file_iter(path).map_err(|e| file_err(path, e))? {
-                    roots.add(cert.map_err(|e| file_err(path, e))?)?;
+            match &conn.tls_ca_file {
+                Some(path) => {
+                    for cert in
+                        CertificateDer::pem_file_iter(path).map_err(|e| file_err(path, e))?
+                    {
+                        roots.add(cert.map_err(|e| file_err(path, e))?)?;
+                    }
+                }
+                None => {
+                    for cert in rustls_native_certs::load_native_certs().certs {
+                        let _ = roots.add(cert);
+                    }
                 }
             }
             builder.with_root_certificates(roots).with_no_client_auth()

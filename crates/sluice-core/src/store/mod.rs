@@ -3,6 +3,7 @@
 
 mod postgres;
 mod sqlite;
+mod tls;
 
 use serde::{Deserialize, Serialize};
 
@@ -116,14 +117,17 @@ macro_rules! dispatch {
 }
 
 impl Store {
-    /// Opens the store named by `url` (`postgres://...`), or the SQLite file at `sqlite_path`.
+    /// Opens the store named by `url` (`postgres://...`), or the SQLite file
+    /// at `sqlite_path`. A PostgreSQL store is reached over verified TLS
+    /// when the URL asks for it (`sslmode=require`), trusting `ca_file` if given.
     pub async fn open(
         url: Option<&str>,
         sqlite_path: &std::path::Path,
+        ca_file: Option<&std::path::Path>,
     ) -> Result<Store, StoreError> {
         match url {
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                Ok(Store::Postgres(postgres::PgStore::open(u).await?))
+                Ok(Store::Postgres(postgres::PgStore::open(u, ca_file).await?))
             }
             Some(u) if u.starts_with("sqlite://") => Ok(Store::Sqlite(sqlite::SqliteStore::open(
                 std::path::Path::new(&u["sqlite://".len()..]),

@@ -6,23 +6,45 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio_postgres::{types::ToSql, Client, NoTls, Row};
 
+use super::tls::StoreTls;
 use super::*;
 
 /// Handle to the PostgreSQL store.
 #[derive(Clone)]
 pub struct PgStore {
-    client: Arc<Client>,
+    target: Arc<Target>,
+    client: Arc<Mutex<Arc<Client>>>,
     /// A second connection for the transactions that extend the chain.
     chain: Arc<Mutex<Client>>,
 }
 
-async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::error!(error = %e, "store connection closed");
+/// Where the store is and how to reach it, for reconnecting.
+struct Target {
+    config: tokio_postgres::Config,
+    tls: Option<StoreTls>,
+}
+
+async fn connect(target: &Target) -> Result<Client, StoreError> {
+    let client = match &target.tls {
+        Some(tls) => {
+            let (client, conn) = target.config.connect(tls.clone()).await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::error!(error = %e, "store connection closed");
+                }
+            });
+            client
         }
-    });
+        None => {
+            let (client, conn) = target.config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::error!(error = %e, "store connection closed");
+                }
+            });
+            client
+        }
+    };
     Ok(client)
 }
 
@@ -158,20 +180,39 @@ async fn ingest_batch(
 }
 
 impl PgStore {
-    /// Connects and migrates.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let mut client = connect(url).await?;
+    /// Connects and migrates. TLS is used when the URL's `sslmode` is not
+    /// `disable`, and then the server's certificate is verified.
+    pub async fn open(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse()?;
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => None,
+            _ => Some(StoreTls::new(ca_file)?),
+        };
+        let target = Target { config, tls };
+        let mut client = connect(&target).await?;
         migrate(&mut client).await?;
-        let chain = connect(url).await?;
+        let chain = connect(&target).await?;
         Ok(PgStore {
-            client: Arc::new(client),
+            target: Arc::new(target),
+            client: Arc::new(Mutex::new(Arc::new(client))),
             chain: Arc::new(Mutex::new(chain)),
         })
     }
 
+    /// The shared connection, reconnected if the store went away.
+    async fn client(&self) -> Result<Arc<Client>, StoreError> {
+        let mut guard = self.client.lock().await;
+        if guard.is_closed() {
+            tracing::warn!("reconnecting to the store");
+            *guard = Arc::new(connect(&self.target).await?);
+        }
+        Ok(guard.clone())
+    }
+
     pub(super) async fn insert_token(&self, t: TokenRecord) -> Result<(), StoreError> {
         let conns = encode_list(&t.connections);
-        self.client
+        self.client()
+            .await?
             .execute(
                 INSERT_TOKEN,
                 &[
@@ -198,7 +239,8 @@ impl PgStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE hash = $1");
         Ok(self
-            .client
+            .client()
+            .await?
             .query_opt(&sql, &[&hash])
             .await?
             .as_ref()
@@ -208,7 +250,8 @@ impl PgStore {
     pub(super) async fn token_by_id(&self, id: String) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE id = $1");
         Ok(self
-            .client
+            .client()
+            .await?
             .query_opt(&sql, &[&id])
             .await?
             .as_ref()
@@ -219,7 +262,8 @@ impl PgStore {
         let sql =
             format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE kind = $1 ORDER BY created_at DESC");
         Ok(self
-            .client
+            .client()
+            .await?
             .query(&sql, &[&kind])
             .await?
             .iter()
@@ -228,16 +272,22 @@ impl PgStore {
     }
 
     pub(super) async fn revoke_token(&self, id: String, at: i64) -> Result<bool, StoreError> {
-        Ok(self.client.execute(REVOKE_TOKEN, &[&id, &at]).await? == 1)
+        Ok(self
+            .client()
+            .await?
+            .execute(REVOKE_TOKEN, &[&id, &at])
+            .await?
+            == 1)
     }
 
     pub(super) async fn consume_token_use(&self, id: String) -> Result<bool, StoreError> {
-        Ok(self.client.execute(CONSUME_USE, &[&id]).await? == 1)
+        Ok(self.client().await?.execute(CONSUME_USE, &[&id]).await? == 1)
     }
 
     pub(super) async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
         Ok(self
-            .client
+            .client()
+            .await?
             .query(REVOKED_SINCE, &[&since])
             .await?
             .iter()
@@ -246,7 +296,8 @@ impl PgStore {
     }
 
     pub(super) async fn insert_session(&self, r: SessionRecord) -> Result<(), StoreError> {
-        self.client
+        self.client()
+            .await?
             .execute(
                 INSERT_SESSION,
                 &[
@@ -276,7 +327,8 @@ impl PgStore {
         bytes_out: i64,
         outcome: String,
     ) -> Result<(), StoreError> {
-        self.client
+        self.client()
+            .await?
             .execute(
                 END_SESSION,
                 &[&id, &ended_at, &bytes_in, &bytes_out, &outcome],
@@ -304,7 +356,8 @@ impl PgStore {
             .map(|b| b.as_ref() as &(dyn ToSql + Sync))
             .collect();
         Ok(self
-            .client
+            .client()
+            .await?
             .query(&sql, &refs)
             .await?
             .iter()
@@ -315,7 +368,8 @@ impl PgStore {
     pub(super) async fn session(&self, id: String) -> Result<Option<SessionRecord>, StoreError> {
         let sql = format!("SELECT {SESSION_FIELDS} FROM sessions WHERE id = $1");
         Ok(self
-            .client
+            .client()
+            .await?
             .query_opt(&sql, &[&id])
             .await?
             .as_ref()
@@ -329,6 +383,10 @@ impl PgStore {
         to: (u64, u64),
     ) -> Result<(), StoreError> {
         let mut chain = self.chain.lock().await;
+        if chain.is_closed() {
+            tracing::warn!("reconnecting the audit chain's store connection");
+            *chain = connect(&self.target).await?;
+        }
         ingest_batch(&mut chain, &gateway, &drafts, to).await
     }
 
@@ -336,14 +394,19 @@ impl PgStore {
         &self,
         gateway: String,
     ) -> Result<Option<(u64, u64)>, StoreError> {
-        let row = self.client.query_opt(JOURNAL_POSITION, &[&gateway]).await?;
+        let row = self
+            .client()
+            .await?
+            .query_opt(JOURNAL_POSITION, &[&gateway])
+            .await?;
         Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)))
     }
 
     pub(super) async fn session_events(&self, id: String) -> Result<Vec<Event>, StoreError> {
         let sql = format!("SELECT {CHAIN_FIELDS} FROM events WHERE session_id = $1 ORDER BY seq");
         Ok(self
-            .client
+            .client()
+            .await?
             .query(&sql, &[&id])
             .await?
             .iter()
@@ -358,7 +421,8 @@ impl PgStore {
     ) -> Result<Vec<Event>, StoreError> {
         let sql = format!("SELECT {CHAIN_FIELDS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2");
         Ok(self
-            .client
+            .client()
+            .await?
             .query(&sql, &[&after, &limit])
             .await?
             .iter()
@@ -368,7 +432,8 @@ impl PgStore {
 
     pub(super) async fn chain_head(&self) -> Result<(i64, String), StoreError> {
         let r = self
-            .client
+            .client()
+            .await?
             .query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])
             .await?;
         Ok((r.get(0), r.get(1)))
