@@ -63,7 +63,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             allow_plaintext_loopback: cfg.postgres.allow_plaintext_loopback,
         },
     )?;
-    let pg_listener = sluice_pg::bind(&cfg.postgres.listen)
+    let pg_listener = tokio::net::TcpListener::bind(&cfg.postgres.listen)
         .await
         .with_context(|| format!("postgres.listen: cannot listen on {}", cfg.postgres.listen))?;
     let api_listener = tokio::net::TcpListener::bind(&cfg.gateway.api_listen)

@@ -179,21 +179,15 @@ async fn extended_protocol_binary_results_copy_and_notifications() {
     drop(listener);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sessions = gw.cli_json(&["sessions", "list", "--principal", "driver"]);
-    let mut texts = vec![];
-    for s in sessions.as_array().unwrap() {
-        let show = gw.cli_json(&["sessions", "show", s["id"].as_str().unwrap()]);
-        for e in show["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["kind"] == "command")
-        {
-            texts.push((
-                e["data"]["path"].as_str().unwrap().to_string(),
-                e["data"]["text"].as_str().unwrap().to_string(),
-            ));
-        }
-    }
+    let texts: Vec<(String, String)> = command_events(&gw, "driver")
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     assert!(texts.contains(&(
         "extended".into(),
         "SELECT id, item, qty FROM orders WHERE qty > $1 ORDER BY id LIMIT $2".into()

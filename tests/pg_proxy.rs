@@ -339,30 +339,22 @@ fn pgbench_simple_extended_and_prepared_modes_are_recorded() {
             text.contains("number of transactions actually processed: 50/50"),
             "{text}"
         );
-        let sessions = gw.cli_json(&["sessions", "list", "--principal", &principal]);
         let mut selects = 0;
         let mut prepares = 0;
         let mut paths = std::collections::BTreeSet::new();
-        for s in sessions.as_array().unwrap() {
-            let show = gw.cli_json(&["sessions", "show", s["id"].as_str().unwrap()]);
-            for e in show["events"]
-                .as_array()
+        for d in command_events(&gw, &principal) {
+            if !d["text"]
+                .as_str()
                 .unwrap()
-                .iter()
-                .filter(|e| e["kind"] == "command")
+                .contains("SELECT abalance FROM pgbench_accounts")
             {
-                if e["data"]["text"]
-                    .as_str()
-                    .unwrap()
-                    .contains("SELECT abalance FROM pgbench_accounts")
-                {
-                    if e["data"]["path"] == "prepare" {
-                        prepares += 1;
-                    } else {
-                        selects += 1;
-                        paths.insert(e["data"]["path"].as_str().unwrap().to_string());
-                    }
-                }
+                continue;
+            }
+            if d["path"] == "prepare" {
+                prepares += 1;
+            } else {
+                selects += 1;
+                paths.insert(d["path"].as_str().unwrap().to_string());
             }
         }
         assert_eq!(selects, 50, "every statement of -M {mode} is recorded");
@@ -404,14 +396,7 @@ fn vanishing_clients_and_targets_do_not_disturb_other_sessions() {
     let t = t.trim().to_string();
 
     // A client killed in the middle of a query.
-    let mut child = Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            &gw.conninfo("stays", "ops", &t),
-            "-c",
-            "SELECT pg_sleep(30)",
-        ])
+    let mut child = psql_command(&gw.conninfo("stays", "ops", &t), "SELECT pg_sleep(30)")
         .spawn()
         .unwrap();
     assert!(eventually(Duration::from_secs(10), || stays

@@ -112,14 +112,7 @@ fn two_gateways_share_tokens_sessions_revocations_and_one_audit_chain() {
     );
 
     // A revocation made on A closes B's open session within seconds.
-    let mut held = Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            &b.conninfo("shop", "shared", &token),
-            "-c",
-            "SELECT pg_sleep(20)",
-        ])
+    let mut held = psql_command(&b.conninfo("shop", "shared", &token), "SELECT pg_sleep(20)")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

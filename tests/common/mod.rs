@@ -665,3 +665,28 @@ pub fn read_until_ready(s: &mut std::net::TcpStream) -> (Vec<u8>, Vec<String>) {
         }
     }
 }
+
+/// The data of every `command` event in all of a principal's sessions.
+pub fn command_events(gw: &Gateway, principal: &str) -> Vec<serde_json::Value> {
+    let sessions = gw.cli_json(&["sessions", "list", "--principal", principal]);
+    let mut out = vec![];
+    for s in sessions.as_array().unwrap() {
+        let show = gw.cli_json(&["sessions", "show", s["id"].as_str().unwrap()]);
+        out.extend(
+            show["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == "command")
+                .map(|e| e["data"].clone()),
+        );
+    }
+    out
+}
+
+/// A psql running one statement, to spawn (for clients that must outlive a call).
+pub fn psql_command(conninfo: &str, sql: &str) -> Command {
+    let mut c = Command::new("psql");
+    c.args(["-X", "-At", conninfo, "-c", sql]);
+    c
+}

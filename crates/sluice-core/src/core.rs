@@ -362,6 +362,9 @@ impl Core {
         let core = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut since = now_ms();
+            // Ids already announced: the window overlaps from poll to poll,
+            // and each repeat would wake every open session.
+            let mut announced = std::collections::HashSet::new();
             loop {
                 tokio::time::sleep(every).await;
                 let Some(core) = core.upgrade() else { return };
@@ -373,9 +376,11 @@ impl Core {
                     .await
                 {
                     Ok(ids) => {
-                        for id in ids {
-                            let _ = core.revocations.send(id);
+                        let ids: std::collections::HashSet<String> = ids.into_iter().collect();
+                        for id in ids.difference(&announced) {
+                            let _ = core.revocations.send(id.clone());
                         }
+                        announced = ids;
                         since = now;
                     }
                     Err(e) => tracing::warn!(error = %e, "revocation poll failed"),

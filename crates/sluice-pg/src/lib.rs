@@ -365,8 +365,3 @@ async fn refuse<S: AsyncWrite + Unpin + ?Sized>(
     let _ = s.flush().await;
     let _ = s.shutdown().await;
 }
-
-/// Binds the listener address.
-pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}

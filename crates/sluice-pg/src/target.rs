@@ -203,10 +203,7 @@ async fn connect_inner(
                         let s = scram.as_mut().ok_or_else(|| {
                             TargetError::Protocol("SASL continue before start".into())
                         })?;
-                        s.update(data).map_err(|e| TargetError::Auth {
-                            code: "28P01".into(),
-                            message: e.to_string(),
-                        })?;
+                        s.update(data).map_err(scram_failed)?;
                         frontend::sasl_response(s.message(), &mut out).map_err(proto)?;
                     }
                     12 => {
@@ -215,10 +212,7 @@ async fn connect_inner(
                         })?;
                         // Verifies the server's signature: a target that does not
                         // know the password cannot impersonate the real one.
-                        s.finish(data).map_err(|e| TargetError::Auth {
-                            code: "28P01".into(),
-                            message: e.to_string(),
-                        })?;
+                        s.finish(data).map_err(scram_failed)?;
                         scram_done = true;
                         continue;
                     }
@@ -270,6 +264,14 @@ async fn connect_inner(
                 )))
             }
         }
+    }
+}
+
+/// The target's SCRAM messages did not verify: treated as a failed login.
+fn scram_failed(e: std::io::Error) -> TargetError {
+    TargetError::Auth {
+        code: "28P01".into(),
+        message: e.to_string(),
     }
 }
 

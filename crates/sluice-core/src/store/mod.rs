@@ -142,7 +142,10 @@ impl Store {
 
     /// Which backend this is, for display.
     pub fn backend(&self) -> &'static str {
-        dispatch!(self, _s => match self { Store::Sqlite(_) => "sqlite", Store::Postgres(_) => "postgres" })
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
     }
 
     /// Saves a new token record.

@@ -25,27 +25,24 @@ struct Target {
 }
 
 async fn connect(target: &Target) -> Result<Client, StoreError> {
-    let client = match &target.tls {
-        Some(tls) => {
-            let (client, conn) = target.config.connect(tls.clone()).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::error!(error = %e, "store connection closed");
-                }
-            });
-            client
+    Ok(match &target.tls {
+        Some(tls) => drive(target.config.connect(tls.clone()).await?),
+        None => drive(target.config.connect(NoTls).await?),
+    })
+}
+
+/// Runs a connection's I/O in the background; hands back its client.
+fn drive<S, T>((client, conn): (Client, tokio_postgres::Connection<S, T>)) -> Client
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::error!(error = %e, "store connection closed");
         }
-        None => {
-            let (client, conn) = target.config.connect(NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::error!(error = %e, "store connection closed");
-                }
-            });
-            client
-        }
-    };
-    Ok(client)
+    });
+    client
 }
 
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -209,6 +206,39 @@ impl PgStore {
         Ok(guard.clone())
     }
 
+    /// Rows of a query, each mapped.
+    async fn rows<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        map: fn(&Row) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query(sql, params)
+            .await?
+            .iter()
+            .map(map)
+            .collect())
+    }
+
+    /// At most one row of a query, mapped.
+    async fn row<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        map: fn(&Row) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(sql, params)
+            .await?
+            .as_ref()
+            .map(map))
+    }
+
     pub(super) async fn insert_token(&self, t: TokenRecord) -> Result<(), StoreError> {
         let conns = encode_list(&t.connections);
         self.client()
@@ -238,37 +268,18 @@ impl PgStore {
         hash: String,
     ) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE hash = $1");
-        Ok(self
-            .client()
-            .await?
-            .query_opt(&sql, &[&hash])
-            .await?
-            .as_ref()
-            .map(token_from_row))
+        self.row(&sql, &[&hash], token_from_row).await
     }
 
     pub(super) async fn token_by_id(&self, id: String) -> Result<Option<TokenRecord>, StoreError> {
         let sql = format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE id = $1");
-        Ok(self
-            .client()
-            .await?
-            .query_opt(&sql, &[&id])
-            .await?
-            .as_ref()
-            .map(token_from_row))
+        self.row(&sql, &[&id], token_from_row).await
     }
 
     pub(super) async fn list_tokens(&self, kind: String) -> Result<Vec<TokenRecord>, StoreError> {
         let sql =
             format!("SELECT {TOKEN_FIELDS} FROM tokens WHERE kind = $1 ORDER BY created_at DESC");
-        Ok(self
-            .client()
-            .await?
-            .query(&sql, &[&kind])
-            .await?
-            .iter()
-            .map(token_from_row)
-            .collect())
+        self.rows(&sql, &[&kind], token_from_row).await
     }
 
     pub(super) async fn revoke_token(&self, id: String, at: i64) -> Result<bool, StoreError> {
@@ -285,14 +296,7 @@ impl PgStore {
     }
 
     pub(super) async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .client()
-            .await?
-            .query(REVOKED_SINCE, &[&since])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
+        self.rows(REVOKED_SINCE, &[&since], |r| r.get(0)).await
     }
 
     pub(super) async fn insert_session(&self, r: SessionRecord) -> Result<(), StoreError> {
@@ -355,25 +359,12 @@ impl PgStore {
             .iter()
             .map(|b| b.as_ref() as &(dyn ToSql + Sync))
             .collect();
-        Ok(self
-            .client()
-            .await?
-            .query(&sql, &refs)
-            .await?
-            .iter()
-            .map(session_from_row)
-            .collect())
+        self.rows(&sql, &refs, session_from_row).await
     }
 
     pub(super) async fn session(&self, id: String) -> Result<Option<SessionRecord>, StoreError> {
         let sql = format!("SELECT {SESSION_FIELDS} FROM sessions WHERE id = $1");
-        Ok(self
-            .client()
-            .await?
-            .query_opt(&sql, &[&id])
-            .await?
-            .as_ref()
-            .map(session_from_row))
+        self.row(&sql, &[&id], session_from_row).await
     }
 
     pub(super) async fn ingest(
@@ -404,14 +395,7 @@ impl PgStore {
 
     pub(super) async fn session_events(&self, id: String) -> Result<Vec<Event>, StoreError> {
         let sql = format!("SELECT {CHAIN_FIELDS} FROM events WHERE session_id = $1 ORDER BY seq");
-        Ok(self
-            .client()
-            .await?
-            .query(&sql, &[&id])
-            .await?
-            .iter()
-            .map(event_from_row)
-            .collect())
+        self.rows(&sql, &[&id], event_from_row).await
     }
 
     pub(super) async fn events_after(
@@ -420,14 +404,7 @@ impl PgStore {
         limit: i64,
     ) -> Result<Vec<Event>, StoreError> {
         let sql = format!("SELECT {CHAIN_FIELDS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2");
-        Ok(self
-            .client()
-            .await?
-            .query(&sql, &[&after, &limit])
-            .await?
-            .iter()
-            .map(event_from_row)
-            .collect())
+        self.rows(&sql, &[&after, &limit], event_from_row).await
     }
 
     pub(super) async fn chain_head(&self) -> Result<(i64, String), StoreError> {
