@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use sluice_core::{Connection, Secret, TargetTls};
+use sluice_core::{Class, Connection, PolicyConfig, PolicySource, Secret, TargetTls};
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -19,6 +19,8 @@ pub struct Config {
     pub postgres: PostgresSection,
     #[serde(default)]
     pub connections: Vec<ConnectionSection>,
+    #[serde(default)]
+    pub policy: PolicySection,
     /// Where the file was read from; relative paths resolve against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -76,6 +78,18 @@ impl Default for GatewaySection {
     }
 }
 
+/// `[policy]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Cedar policy files or directories; the shipped defaults when empty.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// Group name to members (principal or agent names).
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
 /// `[postgres]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +101,10 @@ pub struct PostgresSection {
     /// Accept non-TLS sessions from loopback clients (the token then crosses in clear on loopback).
     #[serde(default)]
     pub allow_plaintext_loopback: bool,
+    /// Functions and their class (`"billing.refund" = "write"`), added to
+    /// and overriding the built-in table of side-effecting functions.
+    #[serde(default)]
+    pub functions: BTreeMap<String, String>,
 }
 
 fn default_pg_listen() -> String {
@@ -100,6 +118,7 @@ impl Default for PostgresSection {
             tls_cert: None,
             tls_key: None,
             allow_plaintext_loopback: false,
+            functions: BTreeMap::new(),
         }
     }
 }
@@ -125,6 +144,9 @@ pub struct ConnectionSection {
     pub allow_cleartext_password: bool,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Evaluate and record policy without enforcing it.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// TLS toward the target.
@@ -279,7 +301,36 @@ impl Config {
                     tls_ca_file: c.tls_ca_file.as_ref().map(|p| self.resolve(p)),
                     allow_cleartext_password: c.allow_cleartext_password,
                     tags: c.tags.clone(),
+                    shadow: c.shadow,
                 })
+            })
+            .collect()
+    }
+}
+
+impl Config {
+    /// Where policies come from and the groups they use.
+    pub fn policy_config(&self) -> PolicyConfig {
+        PolicyConfig {
+            source: if self.policy.files.is_empty() {
+                PolicySource::Default
+            } else {
+                PolicySource::Files(self.policy.files.iter().map(|p| self.resolve(p)).collect())
+            },
+            groups: self.policy.groups.clone(),
+        }
+    }
+
+    /// The `[postgres.functions]` table, with its classes checked.
+    pub fn pg_functions(&self) -> Result<std::collections::HashMap<String, Class>> {
+        self.postgres
+            .functions
+            .iter()
+            .map(|(name, class)| {
+                let class: Class = class.parse().map_err(|e| {
+                    anyhow!("{}: [postgres.functions] \"{name}\": {e}", self.source)
+                })?;
+                Ok((name.clone(), class))
             })
             .collect()
     }

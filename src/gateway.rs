@@ -39,7 +39,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     )
     .await
     .context("cannot open the audit journal")?;
-    let core = Core::new(store, journal, connections, cfg.gateway.max_token_ttl);
+    let pg_functions = cfg.pg_functions()?;
+    let core = Core::new(
+        store,
+        journal,
+        connections,
+        cfg.gateway.max_token_ttl,
+        cfg.policy_config(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: invalid policy: {e}", cfg.source))?;
     core.spawn_revocation_watch(Duration::from_secs(1));
     ensure_admin_credential(&core, &data_dir).await?;
 

@@ -42,6 +42,8 @@ pub struct Connection {
     pub allow_cleartext_password: bool,
     /// Free-form tags such as `env = "prod"`, used by policy.
     pub tags: BTreeMap<String, String>,
+    /// Evaluate and record policy decisions without enforcing them.
+    pub shadow: bool,
 }
 
 impl Connection {

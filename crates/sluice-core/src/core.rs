@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde_json::json;
@@ -12,9 +12,10 @@ use tokio::sync::broadcast;
 
 use crate::audit::EventDraft;
 use crate::journal::Journal;
+use crate::policy::{Decision, Effect, PolicyEngine, PolicyEntities, PolicySource, Principal};
 use crate::store::{SessionRecord, StoreError, TokenRecord};
 use crate::time::now_ms;
-use crate::{token, Command, CommandOutcome, Connection, Store};
+use crate::{token, Classification, Command, CommandOutcome, Connection, Store};
 
 /// Why a presented token was refused. Messages name the next step.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,17 @@ pub enum CoreError {
     #[error("{0}")]
     NotFound(String),
     /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Policy refused the connection; the decision says why.
+    #[error("{}", .0.reason)]
+    Refused(Decision),
+    /// The session start could not be recorded.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -95,18 +107,33 @@ pub struct Core {
     connections: BTreeMap<String, Arc<Connection>>,
     revocations: broadcast::Sender<String>,
     max_ttl: Duration,
+    policy: RwLock<Arc<PolicyEngine>>,
+    policy_source: PolicySource,
+    groups: BTreeMap<String, Vec<String>>,
+}
+
+/// Where the core's policies come from, and the groups they refer to.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyConfig {
+    /// The policy files (or the defaults).
+    pub source: PolicySource,
+    /// Group name to members (principal or agent names).
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 impl Core {
-    /// Builds the core over a store and the configured connections.
+    /// Builds the core over a store and the configured connections;
+    /// fails with a readable message when the policies are invalid.
     pub fn new(
         store: Store,
         journal: Arc<Journal>,
         connections: Vec<Connection>,
         max_ttl: Duration,
-    ) -> Arc<Core> {
+        policy: PolicyConfig,
+    ) -> Result<Arc<Core>, String> {
+        let engine = PolicyEngine::load(&policy.source, &policy.groups)?;
         let (revocations, _) = broadcast::channel(1024);
-        Arc::new(Core {
+        Ok(Arc::new(Core {
             store,
             journal,
             connections: connections
@@ -115,7 +142,42 @@ impl Core {
                 .collect(),
             revocations,
             max_ttl,
-        })
+            policy: RwLock::new(Arc::new(engine)),
+            policy_source: policy.source,
+            groups: policy.groups,
+        }))
+    }
+
+    /// The policies in force.
+    pub fn policy(&self) -> Arc<PolicyEngine> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the policy files; on an invalid policy the old ones stay in
+    /// force and the error is returned. Both outcomes are audit events.
+    pub async fn reload_policy(&self, by: &str) -> Result<Arc<PolicyEngine>, CoreError> {
+        match PolicyEngine::load(&self.policy_source, &self.groups) {
+            Ok(engine) => {
+                let engine = Arc::new(engine);
+                *self.policy.write().unwrap_or_else(|p| p.into_inner()) = engine.clone();
+                self.record(EventDraft::new(
+                    "policy.reloaded",
+                    json!({"digest": engine.digest, "policies": engine.ids, "by": by}),
+                ))
+                .await?;
+                Ok(engine)
+            }
+            Err(e) => {
+                self.record(EventDraft::new(
+                    "policy.reload_failed",
+                    json!({"error": e, "by": by}),
+                ))
+                .await?;
+                Err(CoreError::Invalid(format!(
+                    "policies not reloaded, the previous ones stay in force: {e}"
+                )))
+            }
+        }
     }
 
     /// The store.
@@ -323,7 +385,26 @@ impl Core {
         grant: &Grant,
         protocol: &str,
         client_addr: &str,
-    ) -> Result<SessionHandle, StoreError> {
+    ) -> Result<SessionHandle, OpenError> {
+        let engine = self.policy();
+        let who = Principal {
+            name: grant.principal.clone(),
+            actor: grant.actor.clone(),
+        };
+        let entities = engine.entities(&who, &grant.connection);
+        let connect = engine.decide_connect(&entities, now_ms());
+        if connect.effect != Effect::Allow {
+            let mut ev = EventDraft::new(
+                "session.refused",
+                json!({"protocol": protocol, "client_addr": client_addr,
+                       "token_id": grant.token_id, "decision": connect}),
+            );
+            ev.principal = Some(grant.principal.clone());
+            ev.actor = grant.actor.clone();
+            ev.connection = Some(grant.connection.name.clone());
+            self.record(ev).await?;
+            return Err(OpenError::Refused(connect));
+        }
         let rec = SessionRecord {
             id: token::new_id("ses_"),
             token_id: Some(grant.token_id.clone()),
@@ -348,12 +429,14 @@ impl Core {
             token_id: grant.token_id.clone(),
             expires_at: grant.expires_at,
             commands: AtomicU64::new(0),
+            connection_config: grant.connection.clone(),
+            policy: Mutex::new((engine, entities)),
         };
-        self.record(handle.event(
-            "session.start",
-            json!({"protocol": protocol, "client_addr": client_addr, "token_id": grant.token_id}),
-        ))
-        .await?;
+        let mut start = json!({"protocol": protocol, "client_addr": client_addr, "token_id": grant.token_id});
+        if connect.shadow.is_some() {
+            start["decision"] = json!(connect);
+        }
+        self.record(handle.event("session.start", start)).await?;
         Ok(handle)
     }
 
@@ -404,6 +487,9 @@ pub struct SessionHandle {
     token_id: String,
     expires_at: i64,
     commands: AtomicU64,
+    connection_config: Arc<Connection>,
+    /// The engine the entities were built for; rebuilt after a reload.
+    policy: Mutex<(Arc<PolicyEngine>, PolicyEntities)>,
 }
 
 /// Watches one token for expiry and revocation.
@@ -454,6 +540,21 @@ impl SessionHandle {
         ev.actor = self.actor.clone();
         ev.connection = Some(self.connection.clone());
         ev
+    }
+
+    /// Decides a classified command under the policies in force.
+    pub fn decide(&self, c: &Classification) -> Decision {
+        let current = self.core.policy();
+        let mut cached = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&cached.0, &current) {
+            let who = Principal {
+                name: self.principal.clone(),
+                actor: self.actor.clone(),
+            };
+            let entities = current.entities(&who, &self.connection_config);
+            *cached = (current, entities);
+        }
+        cached.0.decide(&cached.1, c, now_ms())
     }
 
     /// Records commands durably; call before forwarding them. Returns each

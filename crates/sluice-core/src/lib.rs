@@ -7,13 +7,18 @@ pub mod command;
 pub mod connection;
 pub mod core;
 pub mod journal;
+pub mod policy;
 pub mod secret;
 pub mod store;
 pub mod time;
 pub mod token;
 
-pub use crate::core::{AuthError, Core, CoreError, Grant, IssueRequest, SessionHandle, TokenWatch};
-pub use command::{Command, CommandOutcome};
+pub use crate::core::{
+    AuthError, Core, CoreError, Grant, IssueRequest, OpenError, PolicyConfig, SessionHandle,
+    TokenWatch,
+};
+pub use command::{Class, Classification, Command, CommandOutcome, Flags};
+pub use policy::{Decision, Effect, PolicyEngine, PolicySource};
 pub use connection::{Connection, TargetTls};
 pub use secret::Secret;
 pub use store::{Store, StoreError};

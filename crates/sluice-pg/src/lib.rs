@@ -3,6 +3,7 @@
 //! relays the protocol while recording every command through the core.
 
 pub mod cancel;
+pub mod classify;
 pub mod relay;
 pub mod target;
 pub mod tls;

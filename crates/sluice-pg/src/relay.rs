@@ -236,6 +236,8 @@ fn command(path: &str, text: String) -> Command {
         protocol: "postgres".into(),
         path: path.into(),
         text,
+        classification: None,
+        decision: None,
     }
 }
 
