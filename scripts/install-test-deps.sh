@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh Debian/Ubuntu machine: PostgreSQL
+# Installs what the build and the tests need on a fresh Debian/Ubuntu
+# machine: libclang (install-build-deps.sh), PostgreSQL
 # server binaries (the tests start their own instances), psql and pgbench.
 # Does nothing for what is already there.
 set -euo pipefail
+bash "$(dirname "$0")/install-build-deps.sh"
 
 have_pg_server() {
     [ -n "${SLUICE_PG_BIN:-}" ] && [ -x "$SLUICE_PG_BIN/postgres" ] && return 0

@@ -54,6 +54,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/sessions/{id}", get(show_session))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/connections", get(list_connections))
+        .route("/v1/policy/reload", post(reload_policy))
         .layer(middleware::from_fn_with_state(core.clone(), require_admin))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(core)
@@ -184,4 +185,14 @@ async fn list_connections(State(core): State<Arc<Core>>) -> Json<serde_json::Val
         .map(|c| json!({"name": c.name, "kind": c.kind, "address": c.address, "database": c.database, "tags": c.tags}))
         .collect();
     Json(json!(list))
+}
+
+async fn reload_policy(
+    State(core): State<Arc<Core>>,
+    Extension(admin): Extension<TokenRecord>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let engine = core.reload_policy(&admin.principal).await?;
+    Ok(Json(
+        json!({"policies": engine.ids, "digest": engine.digest}),
+    ))
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 use sluice_core::audit::EventDraft;
 use sluice_core::journal::Journal;
 use sluice_core::{Core, Store};
+use sluice_pg::classify::Classifier;
 use sluice_pg::{PgGateway, PgOptions};
 
 use crate::config::Config;
@@ -69,6 +70,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         PgOptions {
             server_tls,
             allow_plaintext_loopback: cfg.postgres.allow_plaintext_loopback,
+            classifier: Arc::new(Classifier::new(pg_functions)),
         },
     )?;
     let pg_listener = tokio::net::TcpListener::bind(&cfg.postgres.listen)
@@ -102,6 +104,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     );
 
     tokio::spawn(pg.serve(pg_listener));
+    tokio::spawn(reload_policy_on_sighup(core.clone()));
     let api = axum::serve(api_listener, crate::api::router(core.clone()));
     tokio::select! {
         r = api => r.context("API server failed")?,
@@ -155,4 +158,21 @@ fn gateway_id(data_dir: &std::path::Path) -> Result<String> {
     std::fs::write(&path, format!("{id}\n"))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(id)
+}
+
+/// Re-reads the policy files on SIGHUP; an invalid file leaves the
+/// previous policies in force (and says so in the log and the audit).
+async fn reload_policy_on_sighup(core: Arc<Core>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match core.reload_policy("SIGHUP").await {
+            Ok(p) => {
+                tracing::info!(policies = p.ids.len(), digest = %p.digest, "policies reloaded")
+            }
+            Err(e) => tracing::error!(error = %e, "policy reload failed"),
+        }
+    }
 }

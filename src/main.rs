@@ -4,6 +4,7 @@ mod api;
 mod client;
 mod config;
 mod gateway;
+mod policy_cli;
 
 use std::path::PathBuf;
 
@@ -42,6 +43,42 @@ enum Cmd {
     /// List configured connections.
     #[command(subcommand)]
     Connections(ConnectionsCmd),
+    /// Check, test and reload policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Classify a statement and decide it, exactly as the gateway would.
+    Check {
+        /// The connection it would run on.
+        #[arg(long)]
+        connection: String,
+        /// The accountable principal.
+        #[arg(long)]
+        principal: String,
+        /// The agent acting for the principal.
+        #[arg(long)]
+        actor: Option<String>,
+        /// The statement (one message; several statements allowed).
+        sql: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Run a file of cases (connection, principal, actor, sql, expect) and
+    /// report mismatches; exit status 1 when any case fails.
+    Test {
+        /// TOML file with [[case]] tables.
+        file: PathBuf,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Ask the running gateway to re-read its policy files.
+    Reload {
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 #[derive(Args)]
@@ -168,13 +205,50 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Some(p) => Config::load(p)?,
         None => Config::embedded(),
     };
-    if let Cmd::Gateway = cli.command {
-        gateway::run(cfg).await?;
-        return Ok(std::process::ExitCode::SUCCESS);
+    match cli.command {
+        Cmd::Gateway => {
+            gateway::run(cfg).await?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Cmd::Policy(PolicyCmd::Check {
+            connection,
+            principal,
+            actor,
+            sql,
+            out,
+        }) => {
+            let policy = policy_cli::LocalPolicy::load(&cfg)?;
+            let (c, d) = policy.check(&connection, &principal, actor.as_deref(), &sql)?;
+            policy_cli::print_check(&c, &d, out.json);
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Cmd::Policy(PolicyCmd::Test { file, out }) => {
+            let policy = policy_cli::LocalPolicy::load(&cfg)?;
+            return Ok(if policy_cli::run_tests(&policy, &file, out.json)? {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            });
+        }
+        _ => {}
     }
     let api = ApiClient::from_env_or_config(&cfg)?;
     match cli.command {
-        Cmd::Gateway => unreachable!("handled above"),
+        Cmd::Gateway | Cmd::Policy(PolicyCmd::Check { .. } | PolicyCmd::Test { .. }) => {
+            unreachable!("handled above")
+        }
+        Cmd::Policy(PolicyCmd::Reload { out }) => {
+            let resp = api.post("/v1/policy/reload", &json!({})).await?;
+            if out.json {
+                print_json(&resp);
+            } else {
+                println!(
+                    "policies reloaded: {} ({})",
+                    resp["policies"].as_array().map(|a| a.len()).unwrap_or(0),
+                    s(&resp, "digest")
+                );
+            }
+        }
         Cmd::Token(t) => token(&api, t).await?,
         Cmd::Sessions(s) => sessions(&api, s).await?,
         Cmd::Connections(ConnectionsCmd::List { out }) => {
@@ -483,6 +557,6 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn print_json(v: &Value) {
+pub(crate) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }

@@ -62,7 +62,7 @@ fn plaintext_gateway(target: &PgServer) -> Gateway {
     Gateway::start(
         "",
         "allow_plaintext_loopback = true",
-        &connection_toml("shop", target, "prefer", "env = \"prod\""),
+        &connection_toml("shop", target, "prefer", "env = \"dev\""),
     )
 }
 

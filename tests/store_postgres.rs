@@ -40,7 +40,7 @@ fn two_gateways_share_tokens_sessions_revocations_and_one_audit_chain() {
         err.contains("cannot open the store") && err.to_lowercase().contains("certificate"),
         "{err}"
     );
-    let conns = connection_toml("shop", &target, "prefer", "env = \"prod\"");
+    let conns = connection_toml("shop", &target, "prefer", "env = \"dev\"");
     let a = Gateway::start(&store_cfg, "", &conns);
     let b = Gateway::start(&store_cfg, "", &conns);
 

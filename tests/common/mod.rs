@@ -437,6 +437,13 @@ impl Gateway {
         self.cli_json(&["sessions", "show", &id])
     }
 
+    /// Sends a signal (`HUP`, ...) to the gateway process.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+    }
+
     /// Sends SIGTERM and waits.
     pub fn stop(&mut self) {
         let _ = Command::new("kill")

@@ -27,9 +27,7 @@ pub struct Command {
 
 /// What a command does, from least to most consequential. Every protocol
 /// maps its commands onto these; policy is written against them.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Reads data, changes nothing.

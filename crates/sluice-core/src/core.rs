@@ -150,7 +150,10 @@ impl Core {
 
     /// The policies in force.
     pub fn policy(&self) -> Arc<PolicyEngine> {
-        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Re-reads the policy files; on an invalid policy the old ones stay in
@@ -432,7 +435,8 @@ impl Core {
             connection_config: grant.connection.clone(),
             policy: Mutex::new((engine, entities)),
         };
-        let mut start = json!({"protocol": protocol, "client_addr": client_addr, "token_id": grant.token_id});
+        let mut start =
+            json!({"protocol": protocol, "client_addr": client_addr, "token_id": grant.token_id});
         if connect.shadow.is_some() {
             start["decision"] = json!(connect);
         }

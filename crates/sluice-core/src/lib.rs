@@ -18,7 +18,7 @@ pub use crate::core::{
     TokenWatch,
 };
 pub use command::{Class, Classification, Command, CommandOutcome, Flags};
-pub use policy::{Decision, Effect, PolicyEngine, PolicySource};
 pub use connection::{Connection, TargetTls};
+pub use policy::{Decision, Effect, PolicyEngine, PolicySource};
 pub use secret::Secret;
 pub use store::{Store, StoreError};

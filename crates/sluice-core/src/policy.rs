@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode,
+    Validator,
 };
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -26,9 +26,7 @@ pub const SCHEMA: &str = include_str!("../policies/sluice.cedarschema");
 pub const DEFAULT_POLICIES: &str = include_str!("../policies/default.cedar");
 
 /// What policy decided, most permissive first.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     /// Let it through.
@@ -79,6 +77,17 @@ pub struct Decision {
     /// when that differs from what was enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<Box<Decision>>,
+}
+
+impl Decision {
+    /// The reason, citing the deciding policies: for messages and output.
+    pub fn explain(&self) -> String {
+        if self.policies.is_empty() {
+            self.reason.clone()
+        } else {
+            format!("{} (policy {})", self.reason, self.policies.join(", "))
+        }
+    }
 }
 
 /// Who is asking, as policy sees them.
@@ -254,8 +263,14 @@ impl PolicyEngine {
             .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())))
             .collect();
         let attrs = [
-            ("name".to_string(), RestrictedExpression::new_string(conn.name.clone())),
-            ("protocol".to_string(), RestrictedExpression::new_string(conn.kind.clone())),
+            (
+                "name".to_string(),
+                RestrictedExpression::new_string(conn.name.clone()),
+            ),
+            (
+                "protocol".to_string(),
+                RestrictedExpression::new_string(conn.kind.clone()),
+            ),
         ];
         entities.push(
             Entity::new_with_tags(resource.clone(), attrs, [], tags)
@@ -305,30 +320,14 @@ impl PolicyEngine {
 
     /// Decides whether the principal may open a session.
     pub fn decide_connect(&self, ent: &PolicyEntities, now_ms: i64) -> Decision {
-        let ctx = time_context(&ent.protocol, now_ms);
+        let ctx = command_context(&ent.protocol, "connect", &Classification::default(), now_ms);
         self.decide_actions(ent, &["connect"], || ctx.clone())
     }
 
     /// Decides a classified command: each effect is evaluated as an action
     /// and the strictest result wins.
     pub fn decide(&self, ent: &PolicyEntities, c: &Classification, now_ms: i64) -> Decision {
-        let mut pairs = time_context(&ent.protocol, now_ms);
-        pairs.extend([
-            ("class".to_string(), RestrictedExpression::new_string(c.class().to_string())),
-            ("tables".to_string(), str_set(&c.tables)),
-            ("functions".to_string(), str_set(&c.functions)),
-            ("schemas".to_string(), str_set(&c.schemas)),
-            (
-                "statements".to_string(),
-                RestrictedExpression::new_long(c.flags.statements as i64),
-            ),
-            ("has_where".to_string(), RestrictedExpression::new_bool(c.flags.has_where)),
-            (
-                "multi_statement".to_string(),
-                RestrictedExpression::new_bool(c.flags.multi_statement),
-            ),
-            ("dynamic_sql".to_string(), RestrictedExpression::new_bool(c.flags.dynamic_sql)),
-        ]);
+        let pairs = command_context(&ent.protocol, c.class().as_str(), c, now_ms);
         let actions: Vec<&str> = if c.effects.is_empty() {
             vec![Class::Read.as_str()]
         } else {
@@ -440,7 +439,11 @@ impl PolicyEngine {
                     .iter()
                     .all(|p| self.annotations.get(*p).is_some_and(|a| a.review));
                 Decision {
-                    effect: if review { Effect::Review } else { Effect::Block },
+                    effect: if review {
+                        Effect::Review
+                    } else {
+                        Effect::Block
+                    },
                     action: action.to_string(),
                     policies,
                     reason,
@@ -471,10 +474,52 @@ fn hour_weekday(now_ms: i64) -> (i64, i64) {
 fn time_context(protocol: &str, now_ms: i64) -> Vec<(String, RestrictedExpression)> {
     let (hour, weekday) = hour_weekday(now_ms);
     vec![
-        ("protocol".to_string(), RestrictedExpression::new_string(protocol.to_string())),
+        (
+            "protocol".to_string(),
+            RestrictedExpression::new_string(protocol.to_string()),
+        ),
         ("hour".to_string(), RestrictedExpression::new_long(hour)),
-        ("weekday".to_string(), RestrictedExpression::new_long(weekday)),
+        (
+            "weekday".to_string(),
+            RestrictedExpression::new_long(weekday),
+        ),
     ]
+}
+
+/// The context of every request: time, and what the classifier found.
+fn command_context(
+    protocol: &str,
+    class: &str,
+    c: &Classification,
+    now_ms: i64,
+) -> Vec<(String, RestrictedExpression)> {
+    let mut pairs = time_context(protocol, now_ms);
+    pairs.extend([
+        (
+            "class".to_string(),
+            RestrictedExpression::new_string(class.to_string()),
+        ),
+        ("tables".to_string(), str_set(&c.tables)),
+        ("functions".to_string(), str_set(&c.functions)),
+        ("schemas".to_string(), str_set(&c.schemas)),
+        (
+            "statements".to_string(),
+            RestrictedExpression::new_long(c.flags.statements as i64),
+        ),
+        (
+            "has_where".to_string(),
+            RestrictedExpression::new_bool(c.flags.has_where),
+        ),
+        (
+            "multi_statement".to_string(),
+            RestrictedExpression::new_bool(c.flags.multi_statement),
+        ),
+        (
+            "dynamic_sql".to_string(),
+            RestrictedExpression::new_bool(c.flags.dynamic_sql),
+        ),
+    ]);
+    pairs
 }
 
 /// Cedar errors carry their detail in related errors, sources and help:
@@ -510,7 +555,10 @@ fn read_policy_files(paths: &[PathBuf]) -> Result<Vec<(String, String)>, String>
                 .collect();
             found.sort();
             if found.is_empty() {
-                return Err(format!("policy directory {} has no .cedar files", p.display()));
+                return Err(format!(
+                    "policy directory {} has no .cedar files",
+                    p.display()
+                ));
             }
             files.extend(found);
         } else {
@@ -546,7 +594,10 @@ mod tests {
             tls: crate::TargetTls::Disable,
             tls_ca_file: None,
             allow_cleartext_password: false,
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             shadow,
         }
     }
@@ -566,13 +617,32 @@ mod tests {
         let d = engine.decide(&prod, &Classification::of(Class::Destructive), 0);
         assert_eq!(d.effect, Effect::Block);
         assert_eq!(d.policies, vec!["prod-block-risky"]);
-        assert!(d.reason.contains("not allowed on production"), "{}", d.reason);
+        assert!(
+            d.reason.contains("not allowed on production"),
+            "{}",
+            d.reason
+        );
         let d = engine.decide(&prod, &Classification::of(Class::Write), 0);
         assert_eq!(d.effect, Effect::Review);
         assert_eq!(d.policies, vec!["prod-review-changes"]);
-        assert_eq!(engine.decide(&prod, &Classification::of(Class::Read), 0).effect, Effect::Allow);
-        assert_eq!(engine.decide(&prod, &Classification::unknown("x"), 0).effect, Effect::Block);
-        assert_eq!(engine.decide(&dev, &Classification::of(Class::Destructive), 0).effect, Effect::Allow);
+        assert_eq!(
+            engine
+                .decide(&prod, &Classification::of(Class::Read), 0)
+                .effect,
+            Effect::Allow
+        );
+        assert_eq!(
+            engine
+                .decide(&prod, &Classification::unknown("x"), 0)
+                .effect,
+            Effect::Block
+        );
+        assert_eq!(
+            engine
+                .decide(&dev, &Classification::of(Class::Destructive), 0)
+                .effect,
+            Effect::Allow
+        );
         // A read with a hidden write is decided by its strictest effect.
         let mut c = Classification::of(Class::Read);
         c.merge(&Classification::of(Class::Write));
@@ -599,7 +669,10 @@ mod tests {
         let d = engine.decide(&ent, &Classification::of(Class::Ddl), 0);
         assert_eq!(d.effect, Effect::Allow);
         let s = d.shadow.unwrap();
-        assert_eq!((s.effect, s.policies.as_slice()), (Effect::Block, &["no-ddl-for-agents".to_string()][..]));
+        assert_eq!(
+            (s.effect, s.policies.as_slice()),
+            (Effect::Block, &["no-ddl-for-agents".to_string()][..])
+        );
     }
 
     #[test]
@@ -612,9 +685,26 @@ mod tests {
         let groups = BTreeMap::from([("dba".to_string(), vec!["bob".to_string()])]);
         let engine = PolicyEngine::from_texts(&[("t".into(), text.into())], &groups).unwrap();
         let c = conn(&[], false);
-        let bob = engine.entities(&Principal { name: "bob".into(), actor: None }, &c);
-        let alice = engine.entities(&Principal { name: "alice".into(), actor: None }, &c);
-        assert_eq!(engine.decide(&bob, &Classification::of(Class::Admin), 0).effect, Effect::Allow);
+        let bob = engine.entities(
+            &Principal {
+                name: "bob".into(),
+                actor: None,
+            },
+            &c,
+        );
+        let alice = engine.entities(
+            &Principal {
+                name: "alice".into(),
+                actor: None,
+            },
+            &c,
+        );
+        assert_eq!(
+            engine
+                .decide(&bob, &Classification::of(Class::Admin), 0)
+                .effect,
+            Effect::Allow
+        );
         let d = engine.decide(&alice, &Classification::of(Class::Admin), 0);
         assert_eq!(d.effect, Effect::Block);
         assert!(d.reason.contains("no policy permits"), "{}", d.reason);
@@ -628,23 +718,36 @@ mod tests {
     #[test]
     fn invalid_policies_are_refused_with_the_reason() {
         let groups = BTreeMap::new();
-        let bad_syntax = PolicyEngine::from_texts(&[("p.cedar".into(), "permit (principal".into())], &groups);
+        let bad_syntax =
+            PolicyEngine::from_texts(&[("p.cedar".into(), "permit (principal".into())], &groups);
         assert!(bad_syntax.err().unwrap().starts_with("p.cedar:"));
         let bad_action = PolicyEngine::from_texts(
-            &[("p.cedar".into(), r#"forbid (principal, action == Sluice::Action::"drop", resource);"#.into())],
+            &[(
+                "p.cedar".into(),
+                r#"forbid (principal, action == Sluice::Action::"drop", resource);"#.into(),
+            )],
             &groups,
         );
         assert!(bad_action.err().unwrap().contains("schema"));
         let bad_attr = PolicyEngine::from_texts(
-            &[("p.cedar".into(), "permit (principal, action, resource) when { context.nope };".into())],
+            &[(
+                "p.cedar".into(),
+                "permit (principal, action, resource) when { context.nope };".into(),
+            )],
             &groups,
         );
         assert!(bad_attr.is_err());
         let review_permit = PolicyEngine::from_texts(
-            &[("p.cedar".into(), "@decision(\"review\") permit (principal, action, resource);".into())],
+            &[(
+                "p.cedar".into(),
+                "@decision(\"review\") permit (principal, action, resource);".into(),
+            )],
             &groups,
         );
-        assert!(review_permit.err().unwrap().contains("only applies to forbid"));
+        assert!(review_permit
+            .err()
+            .unwrap()
+            .contains("only applies to forbid"));
     }
 
     #[test]

@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rustls::{ClientConfig, ServerConfig};
-use sluice_core::{AuthError, Core};
+use sluice_core::{AuthError, Core, OpenError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::cancel::CancelRegistry;
+use crate::classify::Classifier;
 use crate::wire::{Startup, StartupError};
 
 /// A byte stream, TLS or plain.
@@ -40,6 +41,8 @@ pub struct PgOptions {
     pub server_tls: Arc<ServerConfig>,
     /// Accept cleartext (non-TLS) sessions from loopback addresses.
     pub allow_plaintext_loopback: bool,
+    /// Classifies every statement for policy.
+    pub classifier: Arc<Classifier>,
 }
 
 /// The PostgreSQL gateway: one per listener.
@@ -49,6 +52,7 @@ pub struct PgGateway {
     target_tls: HashMap<String, Option<Arc<ClientConfig>>>,
     cancels: CancelRegistry,
     allow_plaintext_loopback: bool,
+    classifier: Arc<Classifier>,
     /// Bounds the connections not yet authenticated, which cost memory and
     /// store lookups without any token having been shown.
     pre_auth: Arc<Semaphore>,
@@ -70,6 +74,7 @@ impl PgGateway {
             target_tls,
             cancels: CancelRegistry::default(),
             allow_plaintext_loopback: opts.allow_plaintext_loopback,
+            classifier: opts.classifier,
             pre_auth: Arc::new(Semaphore::new(MAX_PRE_AUTH)),
         }))
     }
@@ -267,7 +272,20 @@ impl PgGateway {
             .await
         {
             Ok(s) => s,
-            Err(e) => {
+            Err(OpenError::Refused(d)) => {
+                return refuse(
+                    &mut io,
+                    "42501",
+                    &format!(
+                        "sluice: policy does not allow connecting to \"{}\": {}",
+                        grant.connection.name,
+                        d.explain()
+                    ),
+                    None,
+                )
+                .await;
+            }
+            Err(OpenError::Store(e)) => {
                 tracing::error!(error = %e, "cannot record session start; refusing");
                 return refuse(
                     &mut io,
@@ -314,7 +332,16 @@ impl PgGateway {
         }
         tracing::info!(session = %session.id, principal = %session.principal, connection = %conn.name, "session opened");
         let watch = session.token_watch();
-        let end = relay::relay(io, target.io, &session, watch).await;
+        let unsafe_encoding = relay::startup_encoding_unsafe(&target.startup_tail);
+        let end = relay::relay(
+            io,
+            target.io,
+            &session,
+            &self.classifier,
+            unsafe_encoding,
+            watch,
+        )
+        .await;
         self.cancels.remove(cancel_id);
         if end.in_flight {
             // Nobody will read the result: stop the work on the target

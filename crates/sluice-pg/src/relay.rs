@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use sluice_core::{Command, CommandOutcome, SessionHandle, TokenWatch};
+use sluice_core::{Classification, Command, CommandOutcome, Effect, SessionHandle, TokenWatch};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::wire::{command_rows, cstr, error_fields, error_response};
+use crate::classify::{Classified, Classifier};
+use crate::wire::{command_rows, cstr, error_fields, error_response, error_response_with_detail};
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest command-carrying message decoded whole; bigger ones are refused
@@ -55,9 +56,60 @@ struct Pending {
     started: Instant,
     rows: Option<u64>,
     error: Option<String>,
+    /// Set when policy refused it and a failing stand-in was sent instead.
+    refusal: Option<Refusal>,
 }
 
-type Queue = Arc<Mutex<VecDeque<Pending>>>;
+/// What both halves of a relay share.
+#[derive(Default)]
+struct SharedState {
+    /// Commands sent to the target and not yet answered.
+    queue: VecDeque<Pending>,
+    /// Statements cannot be read reliably in the session's encoding (or
+    /// may not be, while a command that can change it is in flight).
+    unsafe_encoding: bool,
+    /// The encoding the target last reported is unsafe.
+    reported_unsafe: bool,
+}
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<SharedState>>);
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Client encodings in which a multibyte character's second byte can be
+/// an ASCII quote or backslash, so the bytes read differently than as UTF-8.
+fn unsafe_client_encoding(name: &str) -> bool {
+    matches!(
+        name.to_ascii_uppercase().as_str(),
+        "SJIS" | "SHIFT_JIS_2004" | "BIG5" | "GBK" | "UHC" | "GB18030" | "JOHAB"
+    )
+}
+
+/// Whether the target's startup parameters (ParameterStatus messages)
+/// report a client encoding the classifier cannot read reliably.
+pub fn startup_encoding_unsafe(startup_tail: &[u8]) -> bool {
+    let mut b = startup_tail;
+    while b.len() >= 5 {
+        let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        if len < 4 || b.len() < len + 1 {
+            break;
+        }
+        if b[0] == b'S' {
+            if let Some((name, rest)) = cstr(&b[5..len + 1]) {
+                if name == "client_encoding" {
+                    return cstr(rest).is_none_or(|(v, _)| unsafe_client_encoding(v));
+                }
+            }
+        }
+        b = &b[len + 1..];
+    }
+    false
+}
 
 /// A fatal error the client-reading half asks the other half to deliver.
 struct Fatal {
@@ -72,6 +124,8 @@ pub async fn relay<C, S>(
     client: C,
     server: S,
     session: &SessionHandle,
+    classifier: &Classifier,
+    unsafe_encoding: bool,
     mut watch: TokenWatch,
 ) -> RelayEnd
 where
@@ -80,7 +134,12 @@ where
 {
     let (client_r, client_w) = tokio::io::split(client);
     let (server_r, server_w) = tokio::io::split(server);
-    let queue: Queue = Arc::default();
+    let shared = Shared::default();
+    {
+        let mut sh = shared.lock();
+        sh.unsafe_encoding = unsafe_encoding;
+        sh.reported_unsafe = unsafe_encoding;
+    }
     let (fatal_tx, fatal_rx) = mpsc::channel(1);
     let mut bytes_in = 0u64;
     let mut bytes_out = 0u64;
@@ -88,7 +147,8 @@ where
         client_r,
         server_w,
         session,
-        queue.clone(),
+        classifier,
+        shared.clone(),
         fatal_tx,
         &mut bytes_in,
     );
@@ -96,7 +156,7 @@ where
         server_r,
         client_w,
         session,
-        queue.clone(),
+        shared.clone(),
         fatal_rx,
         &mut watch,
         &mut bytes_out,
@@ -105,9 +165,9 @@ where
         o = c2s => o,
         o = s2c => o,
     };
-    let in_flight = queue
+    let in_flight = shared
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .queue
         .iter()
         .any(|p| matches!(p.kind, Kind::Simple | Kind::Extended));
     RelayEnd {
@@ -118,43 +178,136 @@ where
     }
 }
 
+/// A statement the session prepared (by Parse, or by SQL `PREPARE`; they
+/// share one namespace on the server), or a portal bound to one.
+struct Prepared {
+    text: Arc<str>,
+    classification: Classification,
+}
+
+impl Prepared {
+    fn unknown(what: String) -> Arc<Prepared> {
+        Arc::new(Prepared {
+            text: Arc::from(format!("-- sluice: {what}")),
+            classification: Classification::unknown(what),
+        })
+    }
+}
+
 struct ClientState {
-    statements: HashMap<String, Arc<str>>,
-    portals: HashMap<String, Arc<str>>,
+    prepared: HashMap<String, Arc<Prepared>>,
+    portals: HashMap<String, Arc<Prepared>>,
+    /// A portal name no client can know: executing it fails on the server,
+    /// which is how a refused Execute gets the server's own error handling.
+    refused_portal: String,
+    /// The client encoding may let multibyte characters hide quotes.
+    unsafe_encoding: bool,
 }
 
 /// How many prepared statements, and portals, a session may hold at once.
 const MAX_TRACKED: usize = 10_000;
 
+/// A refused command: what the client is told instead.
+#[derive(Debug, Clone)]
+struct Refusal {
+    status: &'static str,
+    message: String,
+    detail: String,
+}
+
 enum Op {
-    /// A command that gets a response to pair its outcome with.
-    Command(Command, Kind),
+    /// A command that gets a response to pair its outcome with; refused
+    /// commands are replaced on the wire by one that fails harmlessly.
+    Command(Command, Kind, Option<Refusal>),
     /// A record with no outcome of its own (a named prepare).
     Record(Command),
     Sync,
     CopyEnd,
 }
 
+/// What deciding needs: the classifier and the session.
+struct Guard<'a> {
+    classifier: &'a Classifier,
+    session: &'a SessionHandle,
+}
+
+impl Guard<'_> {
+    /// Classifies a command and asks policy about it; returns the refusal
+    /// when policy does not allow it.
+    fn decide(&self, cmd: &mut Command, classification: Classification) -> Option<Refusal> {
+        let decision = self.session.decide(&classification);
+        let refusal = match decision.effect {
+            Effect::Allow => None,
+            effect => {
+                let (status, message) = match effect {
+                    Effect::Review => (
+                        "review",
+                        format!("sluice: this statement needs a human review: {}; approvals are not available yet, so it was not run", decision.explain()),
+                    ),
+                    _ => ("blocked", format!("sluice blocked this statement: {}", decision.explain())),
+                };
+                let mut detail = format!("class: {}", classification.class());
+                if let Some(why) = &classification.unknown_reason {
+                    detail.push_str(&format!("; unknown because {why}"));
+                }
+                Some(Refusal {
+                    status,
+                    message,
+                    detail,
+                })
+            }
+        };
+        cmd.classification = Some(classification);
+        cmd.decision = Some(decision);
+        refusal
+    }
+}
+
+/// Decodes one client message into ops; returns the bytes to send in its
+/// place when the command it carries is refused.
 fn decode_client_message(
     tag: u8,
     body: &[u8],
     st: &mut ClientState,
+    guard: &Guard<'_>,
     ops: &mut Vec<Op>,
-) -> Result<(), String> {
+) -> Result<Option<BytesMut>, String> {
     let bad = |what: &str| format!("malformed {what} message");
     match tag {
         b'Q' => {
             let (text, _) = cstr(body).ok_or_else(|| bad("Query"))?;
-            ops.push(Op::Command(
-                command("simple", text.to_string()),
-                Kind::Simple,
-            ));
+            let classified = guard.classifier.classify(text, st.unsafe_encoding);
+            let classification =
+                classified.resolve(|n| st.prepared.get(n).map(|p| &p.classification));
+            let mut cmd = command("simple", text.to_string());
+            let refusal = guard.decide(&mut cmd, classification);
+            if refusal.is_none() {
+                st.follow(&classified, text)?;
+            }
+            let replacement = refusal.as_ref().map(|_| {
+                // Fails in the parser, whatever the transaction state, and
+                // the server's own error handling sets that state right.
+                let mut b = BytesMut::new();
+                crate::wire::query(&mut b, "SLUICE_REFUSED_THIS_STATEMENT");
+                b
+            });
+            ops.push(Op::Command(cmd, Kind::Simple, refusal));
+            return Ok(replacement);
         }
         b'P' => {
             let (name, rest) = cstr(body).ok_or_else(|| bad("Parse"))?;
             let (text, _) = cstr(rest).ok_or_else(|| bad("Parse"))?;
+            let classified = guard.classifier.classify(text, st.unsafe_encoding);
+            let classification =
+                classified.resolve(|n| st.prepared.get(n).map(|p| &p.classification));
             if name.is_empty() {
-                st.statements.insert(String::new(), Arc::from(text));
+                st.prepared.insert(
+                    String::new(),
+                    Arc::new(Prepared {
+                        text: Arc::from(text),
+                        classification,
+                    }),
+                );
             } else {
                 // A named statement is recorded when prepared, so its text is
                 // in the log whatever later happens to the name.
@@ -162,45 +315,44 @@ fn decode_client_message(
                     "prepare",
                     format!("-- prepare {name:?}\n{text}"),
                 )));
-                // The server refuses to redefine a live name (42P05): keep the
-                // text it will actually run.
-                if !st.statements.contains_key(name) {
-                    if st.statements.len() >= MAX_TRACKED {
-                        return Err(format!(
-                            "more than {MAX_TRACKED} prepared statements in one session"
-                        ));
-                    }
-                    st.statements.insert(name.to_string(), Arc::from(text));
-                }
+                st.define(name, text, classification)?;
             }
         }
         b'B' => {
             let (portal, rest) = cstr(body).ok_or_else(|| bad("Bind"))?;
             let (stmt, _) = cstr(rest).ok_or_else(|| bad("Bind"))?;
-            let text = st.statements.get(stmt).cloned().unwrap_or_else(|| {
-                Arc::from(format!("-- sluice: unknown prepared statement {stmt:?}"))
+            let prepared = st.prepared.get(stmt).cloned().unwrap_or_else(|| {
+                Prepared::unknown(format!("unknown prepared statement {stmt:?}"))
             });
             if st.portals.len() >= MAX_TRACKED && !st.portals.contains_key(portal) {
                 return Err(format!(
                     "more than {MAX_TRACKED} open portals in one session"
                 ));
             }
-            st.portals.insert(portal.to_string(), text);
+            st.portals.insert(portal.to_string(), prepared);
         }
         b'E' => {
             let (portal, _) = cstr(body).ok_or_else(|| bad("Execute"))?;
-            let text = st
+            let prepared = st
                 .portals
                 .get(portal)
-                .map(|t| t.to_string())
-                .unwrap_or_else(|| format!("-- sluice: unknown portal {portal:?}"));
-            ops.push(Op::Command(command("extended", text), Kind::Extended));
+                .cloned()
+                .unwrap_or_else(|| Prepared::unknown(format!("unknown portal {portal:?}")));
+            let mut cmd = command("extended", prepared.text.to_string());
+            let refusal = guard.decide(&mut cmd, prepared.classification.clone());
+            let replacement = refusal.as_ref().map(|_| {
+                let mut b = BytesMut::new();
+                crate::wire::execute(&mut b, &st.refused_portal);
+                b
+            });
+            ops.push(Op::Command(cmd, Kind::Extended, refusal));
+            return Ok(replacement);
         }
         b'C' => {
             let (&what, rest) = body.split_first().ok_or_else(|| bad("Close"))?;
             let (name, _) = cstr(rest).ok_or_else(|| bad("Close"))?;
             match what {
-                b'S' => st.statements.remove(name),
+                b'S' => st.prepared.remove(name),
                 _ => st.portals.remove(name),
             };
         }
@@ -214,21 +366,94 @@ fn decode_client_message(
             // The arguments are part of what runs: keep them (bounded, in hex).
             let args = &body[body.len().min(4)..];
             let shown = &args[..args.len().min(4096)];
-            ops.push(Op::Command(
-                command(
-                    "function-call",
-                    format!(
-                        "-- function call, oid {oid}, {} argument bytes: {}",
-                        args.len(),
-                        hex::encode(shown)
-                    ),
+            let mut cmd = command(
+                "function-call",
+                format!(
+                    "-- function call, oid {oid}, {} argument bytes: {}",
+                    args.len(),
+                    hex::encode(shown)
                 ),
-                Kind::Simple,
-            ));
+            );
+            let refusal = guard.decide(
+                &mut cmd,
+                Classification::unknown("a fast-path function call names its function only by oid"),
+            );
+            let replacement = refusal.as_ref().map(|_| {
+                // No function has oid 0: the call fails on the server.
+                let mut b = BytesMut::new();
+                crate::wire::function_call(&mut b, 0);
+                b
+            });
+            ops.push(Op::Command(cmd, Kind::Simple, refusal));
+            return Ok(replacement);
         }
         _ => {}
     }
-    Ok(())
+    Ok(None)
+}
+
+impl ClientState {
+    /// Defines a named statement. The server refuses to redefine a live
+    /// name, but the gateway cannot know whether an earlier definition
+    /// failed on the server; so a redefinition keeps both texts and the
+    /// effects of both, and policy sees whichever could run.
+    fn define(
+        &mut self,
+        name: &str,
+        text: &str,
+        classification: Classification,
+    ) -> Result<(), String> {
+        let entry = match self.prepared.get(name) {
+            Some(old) => {
+                let text = format!(
+                    "{}\n-- sluice: redefined; if the definition above failed on the server, this one runs:\n{text}",
+                    old.text
+                );
+                if text.len() > MAX_INSPECTED {
+                    return Err(format!("prepared statement {name:?} redefined too often"));
+                }
+                let mut merged = old.classification.clone();
+                merged.merge(&classification);
+                Prepared {
+                    text: Arc::from(text),
+                    classification: merged,
+                }
+            }
+            None if self.prepared.len() >= MAX_TRACKED => {
+                return Err(format!(
+                    "more than {MAX_TRACKED} prepared statements in one session"
+                ))
+            }
+            None => Prepared {
+                text: Arc::from(text),
+                classification,
+            },
+        };
+        self.prepared.insert(name.to_string(), Arc::new(entry));
+        Ok(())
+    }
+
+    /// Follows what an allowed simple query does to session state the
+    /// classifier depends on: SQL prepared statements and the encoding.
+    fn follow(&mut self, classified: &Classified, text: &str) -> Result<(), String> {
+        for (name, c) in &classified.prepares {
+            self.define(name, text, c.clone())?;
+        }
+        for d in &classified.deallocates {
+            match d {
+                Some(name) => {
+                    self.prepared.remove(name);
+                }
+                // Forgetting what might still exist would be unsafe only if
+                // the server kept it; DEALLOCATE ALL and DISCARD ALL do not.
+                None => self.prepared.retain(|n, _| n.is_empty()),
+            }
+        }
+        if classified.changes_encoding {
+            self.unsafe_encoding = true;
+        }
+        Ok(())
+    }
 }
 
 fn command(path: &str, text: String) -> Command {
@@ -249,11 +474,41 @@ fn client_inspects(tag: u8) -> bool {
     )
 }
 
+/// Byte ranges of a chunk replaced on the way through.
+#[derive(Default)]
+struct Edits(Vec<(usize, usize, BytesMut)>);
+
+impl Edits {
+    /// Writes `buf[..end]` with the replacements applied.
+    async fn write<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        buf: &[u8],
+        end: usize,
+    ) -> std::io::Result<usize> {
+        if self.0.is_empty() {
+            w.write_all(&buf[..end]).await?;
+            return Ok(end);
+        }
+        let mut at = 0;
+        let mut written = 0;
+        for (from, to, with) in self.0.drain(..) {
+            w.write_all(&buf[at..from]).await?;
+            w.write_all(&with).await?;
+            written += (from - at) + with.len();
+            at = to;
+        }
+        w.write_all(&buf[at..end]).await?;
+        Ok(written + (end - at))
+    }
+}
+
 async fn client_to_server<R, W>(
     mut client: R,
     mut server: W,
     session: &SessionHandle,
-    queue: Queue,
+    classifier: &Classifier,
+    shared: Shared,
     fatal: mpsc::Sender<Fatal>,
     bytes_in: &mut u64,
 ) -> String
@@ -264,10 +519,17 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut passthrough = 0usize;
     let mut st = ClientState {
-        statements: HashMap::new(),
+        prepared: HashMap::new(),
         portals: HashMap::new(),
+        refused_portal: format!("sluice_refused_{}", hex::encode(rand::random::<[u8; 16]>())),
+        unsafe_encoding: false,
+    };
+    let guard = Guard {
+        classifier,
+        session,
     };
     let mut ops = Vec::new();
+    let mut edits = Edits::default();
     let fail = |code: &'static str, message: String, outcome: String| {
         let fatal = fatal.clone();
         async move {
@@ -292,6 +554,7 @@ where
             Err(e) => return format!("client read error: {e}"),
         };
         *bytes_in += n as u64;
+        st.unsafe_encoding = shared.lock().unsafe_encoding;
         let mut pos = passthrough.min(buf.len());
         passthrough -= pos;
         let mut terminate = false;
@@ -322,15 +585,23 @@ where
                     buf.reserve((total - (buf.len() - pos)).min(16 * READ_CHUNK));
                     break;
                 }
-                if let Err(e) =
-                    decode_client_message(tag, &buf[pos + 5..pos + total], &mut st, &mut ops)
-                {
-                    return fail(
-                        "08P01",
-                        format!("sluice: {e}"),
-                        "protocol error from client".into(),
-                    )
-                    .await;
+                match decode_client_message(
+                    tag,
+                    &buf[pos + 5..pos + total],
+                    &mut st,
+                    &guard,
+                    &mut ops,
+                ) {
+                    Ok(None) => {}
+                    Ok(Some(replacement)) => edits.0.push((pos, pos + total, replacement)),
+                    Err(e) => {
+                        return fail(
+                            "08P01",
+                            format!("sluice: {e}"),
+                            "protocol error from client".into(),
+                        )
+                        .await;
+                    }
                 }
                 terminate |= tag == b'X';
                 pos += total;
@@ -346,16 +617,16 @@ where
             let mut kinds = Vec::with_capacity(ops.len());
             for op in ops.drain(..) {
                 match op {
-                    Op::Command(c, kind) => {
+                    Op::Command(c, kind, refusal) => {
                         commands.push(c);
-                        kinds.push(Some(kind));
+                        kinds.push(Some((kind, refusal)));
                     }
                     Op::Record(c) => {
                         commands.push(c);
                         kinds.push(None);
                     }
-                    Op::Sync => kinds.push(Some(Kind::Sync)),
-                    Op::CopyEnd => kinds.push(Some(Kind::CopyEnd)),
+                    Op::Sync => kinds.push(Some((Kind::Sync, None))),
+                    Op::CopyEnd => kinds.push(Some((Kind::CopyEnd, None))),
                 }
             }
             let seqs = if commands.is_empty() {
@@ -376,28 +647,31 @@ where
             };
             let now = Instant::now();
             let mut seqs = seqs.into_iter();
-            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut sh = shared.lock();
+            // Published with the commands that may change the encoding, so
+            // the server half cannot clear it while they are in flight.
+            sh.unsafe_encoding |= st.unsafe_encoding;
             for kind in kinds {
-                let (kind, seq) = match kind {
-                    Some(Kind::Sync) => (Kind::Sync, 0),
-                    Some(Kind::CopyEnd) => (Kind::CopyEnd, 0),
-                    Some(kind) => (kind, seqs.next().unwrap_or(0)),
+                let (kind, refusal, seq) = match kind {
+                    Some((k @ (Kind::Sync | Kind::CopyEnd), _)) => (k, None, 0),
+                    Some((kind, refusal)) => (kind, refusal, seqs.next().unwrap_or(0)),
                     None => {
                         seqs.next();
                         continue;
                     }
                 };
-                q.push_back(Pending {
+                sh.queue.push_back(Pending {
                     kind,
                     seq,
                     started: now,
                     rows: None,
                     error: None,
+                    refusal,
                 });
             }
         }
         if pos > 0 {
-            if let Err(e) = server.write_all(&buf[..pos]).await {
+            if let Err(e) = edits.write(&mut server, &buf, pos).await {
                 return format!("target write error: {e}");
             }
             buf.advance(pos);
@@ -411,7 +685,7 @@ where
 
 /// Server messages decoded whole; everything else (rows, copy data) streams through.
 fn server_inspects(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z' | b'G')
+    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z' | b'G' | b'S')
 }
 
 fn complete(session: &SessionHandle, p: Pending, status: &str) {
@@ -420,10 +694,10 @@ fn complete(session: &SessionHandle, p: Pending, status: &str) {
     }
     let outcome = CommandOutcome {
         rows: p.rows,
-        status: if p.error.is_some() {
-            "error".into()
-        } else {
-            status.into()
+        status: match (&p.refusal, &p.error) {
+            (Some(r), Some(_)) => r.status.into(),
+            (_, Some(_)) => "error".into(),
+            _ => status.into(),
         },
         error_code: p.error,
         duration_us: p.started.elapsed().as_micros() as u64,
@@ -431,14 +705,41 @@ fn complete(session: &SessionHandle, p: Pending, status: &str) {
     session.record_outcome(p.seq, &outcome);
 }
 
+/// The error a refused command's stand-in provoked, rewritten into the
+/// refusal the client should see.
+fn refusal_error(r: &Refusal) -> BytesMut {
+    let mut b = BytesMut::new();
+    error_response_with_detail(
+        &mut b,
+        "ERROR",
+        "42501",
+        &r.message,
+        Some(&r.detail),
+        Some("the statement did not reach the database; the session and its transaction continue as after any error"),
+    );
+    b
+}
+
+/// Follows one inspected server message; returns what to send the client
+/// instead, when it must be rewritten.
 fn on_server_message(
     tag: u8,
     body: &[u8],
-    queue: &Queue,
+    shared: &Shared,
     session: &SessionHandle,
     copy_in: &mut bool,
-) {
-    let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+) -> Option<BytesMut> {
+    let mut sh = shared.lock();
+    if tag == b'S' {
+        if let Some(("client_encoding", rest)) = cstr(body) {
+            sh.reported_unsafe = cstr(rest).is_none_or(|(v, _)| unsafe_client_encoding(v));
+            sh.unsafe_encoding |= sh.reported_unsafe;
+        }
+        return None;
+    }
+    let sh = &mut *sh;
+    let q = &mut sh.queue;
+    let mut replacement = None;
     if *copy_in && matches!(tag, b'C' | b'E' | b'Z') {
         // The copy is over: drop the Syncs the server ignored during it.
         if let Some(end) = q.iter().position(|p| matches!(p.kind, Kind::CopyEnd)) {
@@ -481,6 +782,11 @@ fn on_server_message(
         }
         b'E' => {
             let code = error_fields(body).0.unwrap_or_else(|| "XX000".into());
+            if let Some(p) = q.front() {
+                if p.error.is_none() && matches!(p.kind, Kind::Simple | Kind::Extended) {
+                    replacement = p.refusal.as_ref().map(refusal_error);
+                }
+            }
             match q.front_mut() {
                 Some(p) if matches!(p.kind, Kind::Extended) => {
                     let mut p = q.pop_front().expect("front exists");
@@ -504,16 +810,22 @@ fn on_server_message(
                     Kind::CopyEnd => {}
                 }
             }
+            if q.is_empty() {
+                // Nothing in flight can change the encoding any more: the
+                // target's last report is the truth.
+                sh.unsafe_encoding = sh.reported_unsafe;
+            }
         }
         _ => {}
     }
+    replacement
 }
 
 async fn server_to_client<R, W>(
     mut server: R,
     mut client: W,
     session: &SessionHandle,
-    queue: Queue,
+    shared: Shared,
     mut fatal: mpsc::Receiver<Fatal>,
     watch: &mut TokenWatch,
     bytes_out: &mut u64,
@@ -525,6 +837,7 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut passthrough = 0usize;
     let mut copy_in = false;
+    let mut edits = Edits::default();
     let invalidated = watch.wait();
     tokio::pin!(invalidated);
     loop {
@@ -563,13 +876,15 @@ where
                     buf.reserve((total - (buf.len() - pos)).min(16 * READ_CHUNK));
                     break;
                 }
-                on_server_message(
+                if let Some(replacement) = on_server_message(
                     tag,
                     &buf[pos + 5..pos + total],
-                    &queue,
+                    &shared,
                     session,
                     &mut copy_in,
-                );
+                ) {
+                    edits.0.push((pos, pos + total, replacement));
+                }
                 pos += total;
             } else if buf.len() - pos >= total {
                 pos += total;
@@ -579,10 +894,10 @@ where
             }
         }
         if pos > 0 {
-            if let Err(e) = client.write_all(&buf[..pos]).await {
-                return format!("client write error: {e}");
+            match edits.write(&mut client, &buf, pos).await {
+                Ok(n) => *bytes_out += n as u64,
+                Err(e) => return format!("client write error: {e}"),
             }
-            *bytes_out += pos as u64;
             buf.advance(pos);
         }
     }

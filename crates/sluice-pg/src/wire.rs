@@ -121,23 +121,62 @@ pub fn error_response(
     message: &str,
     hint: Option<&str>,
 ) {
+    error_response_with_detail(buf, severity, code, message, None, hint)
+}
+
+/// An ErrorResponse with a DETAIL field as well.
+pub fn error_response_with_detail(
+    buf: &mut BytesMut,
+    severity: &str,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) {
     let at = begin(buf, b'E');
     for (field, value) in [
-        (b'S', severity),
-        (b'V', severity),
-        (b'C', code),
-        (b'M', message),
+        (b'S', Some(severity)),
+        (b'V', Some(severity)),
+        (b'C', Some(code)),
+        (b'M', Some(message)),
+        (b'D', detail),
+        (b'H', hint),
     ] {
-        buf.put_u8(field);
-        buf.put_slice(value.as_bytes());
-        buf.put_u8(0);
-    }
-    if let Some(h) = hint {
-        buf.put_u8(b'H');
-        buf.put_slice(h.as_bytes());
-        buf.put_u8(0);
+        if let Some(value) = value {
+            buf.put_u8(field);
+            // Field values are C strings: a NUL would end them early.
+            buf.put_slice(value.replace('\0', " ").as_bytes());
+            buf.put_u8(0);
+        }
     }
     buf.put_u8(0);
+    finish(buf, at);
+}
+
+/// A simple Query message.
+pub fn query(buf: &mut BytesMut, text: &str) {
+    let at = begin(buf, b'Q');
+    buf.put_slice(text.as_bytes());
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
+/// An Execute message for a portal, with no row limit.
+pub fn execute(buf: &mut BytesMut, portal: &str) {
+    let at = begin(buf, b'E');
+    buf.put_slice(portal.as_bytes());
+    buf.put_u8(0);
+    buf.put_i32(0);
+    finish(buf, at);
+}
+
+/// A FunctionCall message for a function oid, without arguments.
+pub fn function_call(buf: &mut BytesMut, oid: u32) {
+    let at = begin(buf, b'F');
+    buf.put_u32(oid);
+    buf.put_i16(0);
+    buf.put_i16(0);
+    buf.put_i16(0);
     finish(buf, at);
 }
 

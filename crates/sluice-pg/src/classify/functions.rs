@@ -189,16 +189,25 @@ mod tests {
             ("set_config".to_string(), Class::Session),
         ]));
         assert_eq!(t.lookup(&parts("lower")), FunctionClass::Known(Class::Read));
-        assert_eq!(t.lookup(&parts("pg_catalog.now")), FunctionClass::Known(Class::Read));
+        assert_eq!(
+            t.lookup(&parts("pg_catalog.now")),
+            FunctionClass::Known(Class::Read)
+        );
         assert_eq!(
             t.lookup(&parts("pg_catalog.pg_terminate_backend")),
             FunctionClass::Known(Class::Admin)
         );
         assert_eq!(t.lookup(&parts("public.lower")), FunctionClass::Unlisted);
         assert_eq!(t.lookup(&parts("LOWER")), FunctionClass::Unlisted);
-        assert_eq!(t.lookup(&parts("billing.refund")), FunctionClass::Known(Class::Write));
+        assert_eq!(
+            t.lookup(&parts("billing.refund")),
+            FunctionClass::Known(Class::Write)
+        );
         assert_eq!(t.lookup(&parts("refund")), FunctionClass::Unlisted);
-        assert_eq!(t.lookup(&parts("set_config")), FunctionClass::Known(Class::Session));
+        assert_eq!(
+            t.lookup(&parts("set_config")),
+            FunctionClass::Known(Class::Session)
+        );
         assert_eq!(t.lookup(&parts("query_to_xml")), FunctionClass::DynamicSql);
     }
 }

@@ -199,8 +199,7 @@ impl Classifier {
             }
             NodeEnum::DeallocateStmt(d) => {
                 scan.effect(Class::Session);
-                out.deallocates
-                    .push((!d.isall).then(|| d.name.clone()));
+                out.deallocates.push((!d.isall).then(|| d.name.clone()));
                 return scan.finish();
             }
             NodeEnum::DiscardStmt(d) => {
@@ -283,10 +282,13 @@ impl Classified {
     /// The full classification, with `EXECUTE` of earlier-prepared
     /// statements resolved against the session's `prepared` ones; a name the
     /// session never prepared is unknown.
-    pub fn resolve(&self, prepared: &HashMap<String, Classification>) -> Classification {
+    pub fn resolve<'a>(
+        &self,
+        prepared: impl Fn(&str) -> Option<&'a Classification>,
+    ) -> Classification {
         let mut c = self.classification.clone();
         for name in &self.executes {
-            match prepared.get(name) {
+            match prepared(name) {
                 Some(p) => c.merge(p),
                 None => c.merge(&Classification::unknown(format!(
                     "EXECUTE {name}: no statement of that name was prepared in this session"
@@ -333,7 +335,13 @@ fn explicitly_false(arg: Option<&NodeEnum>) -> bool {
 
 /// The class of a statement by its node type, before what is inside it.
 fn statement_class(node: &str) -> Option<Class> {
-    const READ: &[&str] = &["SelectStmt", "VariableShowStmt", "FetchStmt", "DeclareCursorStmt", "CallStmt"];
+    const READ: &[&str] = &[
+        "SelectStmt",
+        "VariableShowStmt",
+        "FetchStmt",
+        "DeclareCursorStmt",
+        "CallStmt",
+    ];
     const SESSION: &[&str] = &[
         "TransactionStmt",
         "ListenStmt",
@@ -350,7 +358,12 @@ fn statement_class(node: &str) -> Option<Class> {
         "LockStmt",
         "RefreshMatViewStmt",
     ];
-    const DESTRUCTIVE: &[&str] = &["TruncateStmt", "DropdbStmt", "DropOwnedStmt", "DropTableSpaceStmt"];
+    const DESTRUCTIVE: &[&str] = &[
+        "TruncateStmt",
+        "DropdbStmt",
+        "DropOwnedStmt",
+        "DropTableSpaceStmt",
+    ];
     const ADMIN: &[&str] = &[
         "GrantStmt",
         "GrantRoleStmt",
@@ -640,7 +653,7 @@ mod tests {
         assert_eq!(class("PREPARE p AS SELECT 1; EXECUTE p"), Class::Read);
         assert_eq!(class("EXECUTE p"), Class::Read);
         let lone = Classifier::new(HashMap::new()).classify_uncached("EXECUTE p");
-        assert_eq!(lone.resolve(&HashMap::new()).class(), Class::Unknown);
+        assert_eq!(lone.resolve(|_| None).class(), Class::Unknown);
         assert_eq!(class("SET ROLE postgres"), Class::Admin);
         assert_eq!(class("BEGIN"), Class::Session);
     }
@@ -648,7 +661,10 @@ mod tests {
     #[test]
     fn backslashes_are_read_both_ways() {
         // With standard_conforming_strings off, the server reads a DROP here.
-        assert_eq!(class(r"SELECT 'x\'' ; DROP TABLE t; --'"), Class::Destructive);
+        assert_eq!(
+            class(r"SELECT 'x\'' ; DROP TABLE t; --'"),
+            Class::Destructive
+        );
     }
 
     #[test]
@@ -656,7 +672,10 @@ mod tests {
         let c = Classifier::new(HashMap::new())
             .classify_uncached("SELECT lower(email) FROM shop.customers c JOIN orders o ON o.cid = c.id; UPDATE orders SET x = 1")
             .classification;
-        assert!(c.tables.contains("shop.customers") && c.tables.contains("orders"), "{c:?}");
+        assert!(
+            c.tables.contains("shop.customers") && c.tables.contains("orders"),
+            "{c:?}"
+        );
         assert!(c.schemas.contains("shop"));
         assert!(c.functions.contains("lower"));
         assert!(c.flags.multi_statement && !c.flags.has_where);

@@ -1,0 +1,511 @@
+//! Guardrails end to end: every statement is classified and decided by
+//! policy before it reaches a real PostgreSQL; refused ones never arrive,
+//! and the session, its transaction state and the record stay right.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+
+fn direct(target: &PgServer) -> String {
+    format!(
+        "host=127.0.0.1 port={} dbname=shop user=app password={TARGET_PASSWORD} sslmode=disable",
+        target.port
+    )
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn agent_token(gw: &Gateway, connection: &str) -> String {
+    gw.cli_ok(&[
+        "token",
+        "issue",
+        "--principal",
+        "alice",
+        "--actor",
+        "agent:claude",
+        "--connection",
+        connection,
+        "--ttl",
+        "10m",
+    ])
+    .trim()
+    .to_string()
+}
+
+fn prod_gateway(target: &PgServer) -> Gateway {
+    Gateway::start(
+        "",
+        "allow_plaintext_loopback = true",
+        &(connection_toml("prod", target, "prefer", "env = \"prod\"")
+            + &connection_toml("dev", target, "prefer", "env = \"dev\"")
+            + &connection_toml("trial", target, "prefer", "env = \"prod\"")
+            + "shadow = true\n"),
+    )
+}
+
+/// The recorded command event for a statement text, with its session.
+fn command_event(gw: &Gateway, text: &str) -> (serde_json::Value, serde_json::Value) {
+    let sessions = gw.cli_json(&["sessions", "list", "--principal", "alice"]);
+    for s in sessions.as_array().unwrap() {
+        let show = gw.cli_json(&["sessions", "show", s["id"].as_str().unwrap()]);
+        if let Some(e) = show["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "command" && e["data"]["text"] == text)
+        {
+            return (e.clone(), show.clone());
+        }
+    }
+    panic!("no command {text:?} recorded")
+}
+
+#[test]
+fn psql_refusals_leave_the_target_untouched_and_are_recorded() {
+    let target = PgServer::start(Auth::Scram, false);
+    let gw = prod_gateway(&target);
+    let token = agent_token(&gw, "prod");
+    let info = gw.conninfo("prod", "alice", &token);
+
+    // A read goes through untouched.
+    assert_eq!(psql_ok(&info, "SELECT count(*) FROM orders").trim(), "100");
+
+    for (sql, says) in [
+        ("DROP TABLE orders", "sluice blocked this statement"),
+        ("TRUNCATE orders", "sluice blocked this statement"),
+        ("DELETE FROM orders", "sluice blocked this statement"),
+        (
+            "SELECT 1; DROP TABLE orders",
+            "sluice blocked this statement",
+        ),
+        (
+            "SELECT pg_terminate_backend(pg_backend_pid())",
+            "sluice blocked this statement",
+        ),
+        (
+            "DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$",
+            "sluice blocked this statement",
+        ),
+        (
+            "/* harmless */ drop /* really */ TABLE \"orders\"",
+            "sluice blocked this statement",
+        ),
+        ("DELETE FROM orders WHERE id = 1", "needs a human review"),
+        (
+            "WITH d AS (DELETE FROM orders WHERE id < 50 RETURNING *) SELECT count(*) FROM d",
+            "needs a human review",
+        ),
+        (
+            "CREATE TABLE sneaky AS SELECT * FROM orders",
+            "needs a human review",
+        ),
+    ] {
+        let out = psql(&info, sql);
+        assert!(!out.status.success(), "{sql} ran");
+        assert!(stderr(&out).contains(says), "{sql}: {}", stderr(&out));
+    }
+    let err = stderr(&psql(&info, "DROP TABLE orders"));
+    assert!(
+        err.contains("prod-block-risky"),
+        "the reason names the policy: {err}"
+    );
+
+    // Nothing reached the target.
+    assert_eq!(
+        psql_ok(&direct(&target), "SELECT count(*) FROM orders").trim(),
+        "100"
+    );
+    assert_eq!(
+        psql_ok(
+            &direct(&target),
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'sneaky'"
+        )
+        .trim(),
+        "0"
+    );
+
+    // The record holds the decision, its reason and the classification.
+    let (ev, show) = command_event(&gw, "DROP TABLE orders");
+    let data = &ev["data"];
+    assert_eq!(data["decision"]["effect"], "block", "{data}");
+    assert_eq!(data["decision"]["policies"][0], "prod-block-risky");
+    assert!(data["classification"]["effects"]
+        .as_array()
+        .unwrap()
+        .contains(&"destructive".into()));
+    assert!(data["classification"]["tables"]
+        .as_array()
+        .unwrap()
+        .contains(&"orders".into()));
+    assert_eq!(outcome_of(&show, "DROP TABLE orders")["status"], "blocked");
+    let (review, show) = command_event(&gw, "DELETE FROM orders WHERE id = 1");
+    assert_eq!(review["data"]["decision"]["effect"], "review");
+    assert_eq!(
+        outcome_of(&show, "DELETE FROM orders WHERE id = 1")["status"],
+        "review"
+    );
+    let (read, _) = command_event(&gw, "SELECT count(*) FROM orders");
+    assert_eq!(read["data"]["decision"]["effect"], "allow");
+    assert_eq!(read["data"]["decision"]["policies"][0], "allow-otherwise");
+}
+
+#[test]
+fn refusals_keep_the_session_and_transaction_state_right() {
+    let target = PgServer::start(Auth::Scram, false);
+    let gw = prod_gateway(&target);
+    let token = agent_token(&gw, "prod");
+    let mut s = raw_login(gw.pg_port, "alice", "prod", &token);
+
+    // Outside a transaction: an error, then idle, and the session goes on.
+    s.write_all(&query_msg("DROP TABLE orders")).unwrap();
+    let (tags, codes) = read_until_ready(&mut s);
+    assert_eq!((tags, codes), (vec![b'E', b'Z'], vec!["42501".to_string()]));
+    s.write_all(&query_msg("SELECT 1")).unwrap();
+    let (tags, codes) = read_until_ready(&mut s);
+    assert_eq!(tags, vec![b'T', b'D', b'C', b'Z']);
+    assert!(codes.is_empty());
+
+    // Inside a transaction: the refusal aborts it, exactly as a server error would.
+    s.write_all(&query_msg("BEGIN")).unwrap();
+    read_until_ready(&mut s);
+    s.write_all(&query_msg("TRUNCATE orders")).unwrap();
+    let (_, codes) = read_until_ready(&mut s);
+    assert_eq!(codes, vec!["42501"]);
+    s.write_all(&query_msg("SELECT 1")).unwrap();
+    let (_, codes) = read_until_ready(&mut s);
+    assert_eq!(codes, vec!["25P02"], "the transaction is aborted");
+    s.write_all(&query_msg("ROLLBACK")).unwrap();
+    read_until_ready(&mut s);
+
+    // An extended-protocol pipeline: the error arrives at the refused
+    // Execute, and the rest up to Sync is skipped by the server itself.
+    let mut batch = Vec::new();
+    for (stmt, sql) in [
+        ("a", "SELECT 1"),
+        ("b", "DROP TABLE orders"),
+        ("c", "SELECT 2"),
+    ] {
+        batch.extend(parse_msg(stmt, sql));
+        batch.extend(bind_msg("", stmt));
+        batch.extend(execute_msg(""));
+    }
+    batch.extend(sync_msg());
+    s.write_all(&batch).unwrap();
+    let (tags, codes) = read_until_ready(&mut s);
+    assert_eq!(
+        String::from_utf8(tags).unwrap(),
+        "12DC12EZ",
+        "parse, bind, row, complete; parse, bind, error; nothing more until ready"
+    );
+    assert_eq!(codes, vec!["42501"]);
+    // A named statement prepared earlier does not change what a name runs.
+    s.write_all(&[bind_msg("", "a"), execute_msg(""), sync_msg()].concat())
+        .unwrap();
+    let (tags, _) = read_until_ready(&mut s);
+    assert_eq!(String::from_utf8(tags).unwrap(), "2DCZ");
+    assert_eq!(
+        psql_ok(&direct(&target), "SELECT count(*) FROM orders").trim(),
+        "100"
+    );
+}
+
+#[test]
+fn a_failed_prepare_cannot_smuggle_a_statement_under_a_harmless_name() {
+    let target = PgServer::start(Auth::Scram, false);
+    let gw = prod_gateway(&target);
+    let token = agent_token(&gw, "prod");
+    let mut s = raw_login(gw.pg_port, "alice", "prod", &token);
+    // The first definition fails on the server (no such table), the second
+    // succeeds under the same name: the gateway must judge by the second.
+    let mut batch = parse_msg("x", "SELECT * FROM no_such_table");
+    batch.extend(sync_msg());
+    batch.extend(parse_msg("x", "DROP TABLE orders"));
+    batch.extend(bind_msg("", "x"));
+    batch.extend(execute_msg(""));
+    batch.extend(sync_msg());
+    s.write_all(&batch).unwrap();
+    let (_, codes) = read_until_ready(&mut s);
+    assert_eq!(codes, vec!["42P01"]);
+    let (_, codes) = read_until_ready(&mut s);
+    assert_eq!(codes, vec!["42501"], "the DROP is refused");
+    // SQL-level PREPARE is decided by what it prepares: a refused one
+    // defines nothing, so EXECUTE finds nothing to run.
+    for sql in [
+        "PREPARE y AS SELECT * FROM no_such_table",
+        "PREPARE y AS DELETE FROM orders",
+    ] {
+        s.write_all(&query_msg(sql)).unwrap();
+        read_until_ready(&mut s);
+    }
+    s.write_all(&query_msg("EXECUTE y")).unwrap();
+    let (_, codes) = read_until_ready(&mut s);
+    assert_eq!(codes, vec!["26000"]);
+    assert_eq!(
+        psql_ok(&direct(&target), "SELECT count(*) FROM orders").trim(),
+        "100"
+    );
+}
+
+#[test]
+fn shadow_mode_and_unrestricted_connections_record_without_blocking() {
+    let target = PgServer::start(Auth::Scram, false);
+    let gw = prod_gateway(&target);
+    psql_ok(
+        &direct(&target),
+        "CREATE TABLE scratch1 (id int); CREATE TABLE scratch2 (id int)",
+    );
+
+    let trial = agent_token(&gw, "trial");
+    psql_ok(
+        &gw.conninfo("trial", "alice", &trial),
+        "DROP TABLE scratch1",
+    );
+    let (ev, _) = command_event(&gw, "DROP TABLE scratch1");
+    assert_eq!(ev["data"]["decision"]["effect"], "allow");
+    assert_eq!(ev["data"]["decision"]["shadow"]["effect"], "block", "{ev}");
+    assert_eq!(
+        ev["data"]["decision"]["shadow"]["policies"][0],
+        "prod-block-risky"
+    );
+
+    let dev = agent_token(&gw, "dev");
+    psql_ok(&gw.conninfo("dev", "alice", &dev), "DROP TABLE scratch2");
+    assert_eq!(
+        psql_ok(
+            &direct(&target),
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'scratch%'"
+        )
+        .trim(),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_in_extended_mode_gets_refusals_as_database_errors() {
+    let target = PgServer::start(Auth::Scram, false);
+    let gw = prod_gateway(&target);
+    let token = agent_token(&gw, "prod");
+    let (mut client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=prod user=alice password={token}",
+            gw.pg_port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let delete = client
+        .prepare("DELETE FROM orders WHERE id = $1")
+        .await
+        .unwrap();
+    let err = client.execute(&delete, &[&1i32]).await.unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.message().contains("needs a human review"),
+        "{}",
+        db.message()
+    );
+    let rows = client
+        .query("SELECT count(*) FROM orders WHERE id > $1", &[&0i32])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 100);
+
+    let tx = client.transaction().await.unwrap();
+    tx.query("SELECT 1", &[]).await.unwrap();
+    assert!(tx.batch_execute("DROP TABLE orders").await.is_err());
+    let aborted = tx.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(aborted.code().map(|c| c.code()), Some("25P02"));
+    drop(tx);
+    let rows = client
+        .query("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 100);
+}
+
+#[test]
+fn policies_are_files_validated_at_start_and_reloaded_without_a_restart() {
+    let target = PgServer::start(Auth::Scram, false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("team.cedar");
+    let allow_all = "@id(\"everything\") permit (principal, action, resource);\n";
+    std::fs::write(&file, allow_all).unwrap();
+    let gw = Gateway::start(
+        "",
+        "allow_plaintext_loopback = true",
+        &format!(
+            "[policy]\nfiles = [{:?}]\n[policy.groups]\nreaders = [\"agent:reader\"]\n\n{}",
+            file.to_str().unwrap(),
+            connection_toml("prod", &target, "prefer", "env = \"prod\"")
+        ),
+    );
+    let token = agent_token(&gw, "prod");
+    let info = gw.conninfo("prod", "alice", &token);
+    psql_ok(&info, "CREATE TABLE t1 (id int)");
+
+    // A stricter policy, reloaded through the API.
+    std::fs::write(
+        &file,
+        "@id(\"reads\") permit (principal, action in [Sluice::Action::\"read\", Sluice::Action::\"connect\"], resource);\n\
+         @id(\"no-orders-for-agents\") @reason(\"agents may not read orders\")\n\
+         forbid (principal is Sluice::Agent, action, resource) when { context.tables.contains(\"orders\") };\n",
+    )
+    .unwrap();
+    let out = gw.cli_ok(&["policy", "reload"]);
+    assert!(out.contains("policies reloaded: 2"), "{out}");
+    let err = stderr(&psql(&info, "CREATE TABLE t2 (id int)"));
+    assert!(err.contains("no policy permits \"ddl\""), "{err}");
+    let err = stderr(&psql(&info, "SELECT * FROM orders"));
+    assert!(err.contains("agents may not read orders"), "{err}");
+    assert_eq!(psql_ok(&info, "SELECT 7").trim(), "7");
+
+    // An invalid policy is refused, and the previous ones stay in force.
+    std::fs::write(
+        &file,
+        "permit (principal, action == Sluice::Action::\"drop\", resource);",
+    )
+    .unwrap();
+    let out = gw.cli(&["policy", "reload"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("previous ones stay in force"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(psql_ok(&info, "SELECT 8").trim(), "8");
+
+    // SIGHUP reloads too.
+    std::fs::write(&file, allow_all).unwrap();
+    gw.signal("HUP");
+    assert!(eventually(Duration::from_secs(10), || psql(
+        &info,
+        "CREATE TABLE t3 (id int)"
+    )
+    .status
+    .success()));
+
+    // And a gateway does not start on an invalid policy.
+    std::fs::write(
+        &file,
+        "permit (principal, action, resource) when { context.nope };",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["gateway", "--config", gw.config.to_str().unwrap()])
+        .env("SLUICE_TEST_TARGET_PASSWORD", TARGET_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("invalid policy"), "{}", stderr(&out));
+}
+
+#[test]
+fn policy_check_and_policy_test_decide_as_the_gateway_does() {
+    let target = PgServer::start(Auth::Scram, false);
+    let gw = prod_gateway(&target);
+    let out = gw.cli_ok(&[
+        "policy",
+        "check",
+        "--connection",
+        "prod",
+        "--principal",
+        "alice",
+        "--actor",
+        "agent:x",
+        "SELECT 1; DROP TABLE orders",
+    ]);
+    assert!(out.contains("class:      destructive"), "{out}");
+    assert!(out.contains("decision:   block"), "{out}");
+    assert!(out.contains("prod-block-risky"), "{out}");
+    let json = gw.cli_json(&[
+        "policy",
+        "check",
+        "--connection",
+        "prod",
+        "--principal",
+        "alice",
+        "UPDATE orders SET qty = 0 WHERE id = 3",
+    ]);
+    assert_eq!(json["decision"]["effect"], "review");
+    assert_eq!(json["class"], "write");
+    assert_eq!(json["classification"]["flags"]["has_where"], true);
+
+    let cases = gw.dir.path().join("cases.toml");
+    std::fs::write(
+        &cases,
+        r#"
+[[case]]
+connection = "prod"
+principal = "alice"
+sql = "SELECT * FROM orders"
+expect = "allow"
+
+[[case]]
+connection = "dev"
+principal = "alice"
+actor = "agent:x"
+sql = "DROP TABLE orders"
+expect = "allow"
+
+[[case]]
+connection = "prod"
+principal = "alice"
+sql = "DELETE FROM orders WHERE id = 1"
+expect = "allow"
+"#,
+    )
+    .unwrap();
+    let out = gw.cli(&["policy", "test", cases.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "one case is wrong");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL case 3: expected allow, got review"),
+        "{text}"
+    );
+    assert!(text.contains("3 cases, 2 passed, 1 failed"), "{text}");
+}
+
+#[test]
+fn a_forbidden_connect_is_refused_at_login() {
+    let target = PgServer::start(Auth::Scram, false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.cedar");
+    std::fs::write(
+        &file,
+        "permit (principal, action, resource);\n\
+         @id(\"no-agents-on-prod\") @reason(\"agents do not connect to production\")\n\
+         forbid (principal is Sluice::Agent, action == Sluice::Action::\"connect\", resource)\n\
+         when { resource.hasTag(\"env\") && resource.getTag(\"env\") == \"prod\" };\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        "",
+        "allow_plaintext_loopback = true",
+        &format!(
+            "[policy]\nfiles = [{:?}]\n\n{}",
+            file.to_str().unwrap(),
+            connection_toml("prod", &target, "prefer", "env = \"prod\"")
+        ),
+    );
+    let token = agent_token(&gw, "prod");
+    let out = psql(&gw.conninfo("prod", "alice", &token), "SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("agents do not connect to production"),
+        "{}",
+        stderr(&out)
+    );
+    let human = gw.token("bob", "prod", "5m");
+    assert_eq!(
+        psql_ok(&gw.conninfo("prod", "bob", &human), "SELECT 1").trim(),
+        "1"
+    );
+}
