@@ -96,7 +96,7 @@ impl FromStr for Class {
 
 /// What a classifier found in one command (which may hold several
 /// statements): every effect, the objects touched, and flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Classification {
     /// Every class of effect found; the command's class is the greatest.
     pub effects: BTreeSet<Class>,
@@ -117,7 +117,7 @@ pub struct Classification {
 }
 
 /// Statement-level facts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Flags {
     /// Statements in the command.
     pub statements: u32,

@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::audit::EventDraft;
 use crate::journal::Journal;
-use crate::policy::{Decision, Effect, PolicyEngine, PolicyEntities, PolicySource, Principal};
+use crate::policy::{Decision, Effect, PolicyEngine, PolicySource, Principal, SessionDecider};
 use crate::store::{SessionRecord, StoreError, TokenRecord};
 use crate::time::now_ms;
 use crate::{token, Classification, Command, CommandOutcome, Connection, Store};
@@ -433,7 +433,7 @@ impl Core {
             expires_at: grant.expires_at,
             commands: AtomicU64::new(0),
             connection_config: grant.connection.clone(),
-            policy: Mutex::new((engine, entities)),
+            policy: Mutex::new(SessionDecider::new(engine, entities)),
         };
         let mut start =
             json!({"protocol": protocol, "client_addr": client_addr, "token_id": grant.token_id});
@@ -492,8 +492,7 @@ pub struct SessionHandle {
     expires_at: i64,
     commands: AtomicU64,
     connection_config: Arc<Connection>,
-    /// The engine the entities were built for; rebuilt after a reload.
-    policy: Mutex<(Arc<PolicyEngine>, PolicyEntities)>,
+    policy: Mutex<SessionDecider>,
 }
 
 /// Watches one token for expiry and revocation.
@@ -549,16 +548,16 @@ impl SessionHandle {
     /// Decides a classified command under the policies in force.
     pub fn decide(&self, c: &Classification) -> Decision {
         let current = self.core.policy();
-        let mut cached = self.policy.lock().unwrap_or_else(|p| p.into_inner());
-        if !Arc::ptr_eq(&cached.0, &current) {
+        let mut decider = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(decider.engine(), &current) {
             let who = Principal {
                 name: self.principal.clone(),
                 actor: self.actor.clone(),
             };
             let entities = current.entities(&who, &self.connection_config);
-            *cached = (current, entities);
+            *decider = SessionDecider::new(current, entities);
         }
-        cached.0.decide(&cached.1, c, now_ms())
+        decider.decide(c, now_ms())
     }
 
     /// Records commands durably; call before forwarding them. Returns each

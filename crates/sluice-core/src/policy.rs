@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
@@ -451,6 +452,48 @@ impl PolicyEngine {
                 }
             }
         }
+    }
+}
+
+/// Decides for one principal on one connection, remembering decisions by
+/// what was decided and the hour: the principal and connection are fixed,
+/// and time enters policy only by hour and weekday.
+pub struct SessionDecider {
+    engine: Arc<PolicyEngine>,
+    entities: PolicyEntities,
+    decisions: HashMap<(Classification, i64), Decision>,
+}
+
+/// Decisions a session remembers before starting over.
+const MAX_SESSION_DECISIONS: usize = 512;
+
+impl SessionDecider {
+    /// A decider over `entities` (from [`PolicyEngine::entities`]).
+    pub fn new(engine: Arc<PolicyEngine>, entities: PolicyEntities) -> Self {
+        SessionDecider {
+            engine,
+            entities,
+            decisions: HashMap::new(),
+        }
+    }
+
+    /// The engine it decides with.
+    pub fn engine(&self) -> &Arc<PolicyEngine> {
+        &self.engine
+    }
+
+    /// Decides a classified command at `now_ms`.
+    pub fn decide(&mut self, c: &Classification, now_ms: i64) -> Decision {
+        let key = (c.clone(), now_ms.div_euclid(3_600_000));
+        if let Some(d) = self.decisions.get(&key) {
+            return d.clone();
+        }
+        let decision = self.engine.decide(&self.entities, c, now_ms);
+        if self.decisions.len() >= MAX_SESSION_DECISIONS {
+            self.decisions.clear();
+        }
+        self.decisions.insert(key, decision.clone());
+        decision
     }
 }
 
