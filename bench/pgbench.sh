@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # pgbench -S (read-only, one indexed SELECT per transaction) in one run:
 # directly against PostgreSQL, through PgBouncer (session mode), and through
-# sluice (recording every statement to its embedded SQLite store before
-# forwarding it). Prints TPS and mean latency for each, and ratios to direct.
+# sluice (guardrails on: every statement parsed, classified and decided by
+# the default policies on a connection tagged env = "prod", and recorded to
+# the embedded SQLite store before it is forwarded). Prints TPS and mean
+# latency for each, and ratios to direct.
 #
-#   bash bench/pgbench.sh            # 1 and 8 clients, 10 s each
-#   DURATION=30 CLIENTS="1 4 8" bash bench/pgbench.sh
+#   bash bench/pgbench.sh            # 1 and 8 clients, 10 s each, simple protocol
+#   DURATION=30 CLIENTS="1 4 8" MODE=prepared bash bench/pgbench.sh
+#
+# In simple mode every statement's text is new (pgbench inlines the key),
+# so every statement is at least normalized: the worst case for inspection.
+#
+# BASELINE_BIN=/path/to/an/older/sluice adds a "baseline" path: that binary
+# as a second gateway on the same target, in the same run (for example a
+# build of the commit before guardrails, to measure what they cost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-"1 8"}
+MODE=${MODE:-simple}
 SCALE=${SCALE:-10}
 
 bash scripts/install-test-deps.sh pgbouncer
@@ -24,10 +34,12 @@ AS_PG=()
 [ "$(id -u)" = 0 ] && AS_PG=(runuser -u postgres --)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PG_PORT=$(free_port); BOUNCER_PORT=$(free_port); SLUICE_PORT=$(free_port); API_PORT=$(free_port)
+BASE_PORT=$(free_port); BASE_API_PORT=$(free_port)
 PASSWORD=bench-$RANDOM$RANDOM
 
 cleanup() {
     [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null || true
+    [ -n "${BASE_PID:-}" ] && kill "$BASE_PID" 2>/dev/null || true
     [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
     "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$WORK"
@@ -80,6 +92,7 @@ database = "bench"
 user = "app"
 password_env = "BENCH_TARGET_PASSWORD"
 tls = "disable"
+tags = { env = "prod" }
 TOML
 BENCH_TARGET_PASSWORD=$PASSWORD SLUICE_LOG=warn "$SLUICE" gateway --config "$WORK/sluice.toml" 2>"$WORK/sluice.log" &
 GW_PID=$!
@@ -89,9 +102,22 @@ for _ in $(seq 100); do
 done
 TOKEN=$("$SLUICE" --config "$WORK/sluice.toml" token issue --principal bench --connection bench --ttl 2h 2>/dev/null)
 
+if [ -n "${BASELINE_BIN:-}" ]; then
+    echo "== starting the baseline $BASELINE_BIN on 127.0.0.1:$BASE_PORT" >&2
+    sed -e "s|$WORK/sluice-data|$WORK/base-data|" -e "s|:$API_PORT\"|:$BASE_API_PORT\"|" \
+        -e "s|:$SLUICE_PORT\"|:$BASE_PORT\"|" "$WORK/sluice.toml" > "$WORK/base.toml"
+    BENCH_TARGET_PASSWORD=$PASSWORD SLUICE_LOG=warn "$BASELINE_BIN" gateway --config "$WORK/base.toml" 2>"$WORK/base.log" &
+    BASE_PID=$!
+    for _ in $(seq 100); do
+        "$BASELINE_BIN" --config "$WORK/base.toml" connections list >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    BASE_TOKEN=$("$BASELINE_BIN" --config "$WORK/base.toml" token issue --principal bench --connection bench --ttl 2h 2>/dev/null)
+fi
+
 run() { # label conninfo clients
     local out tps lat
-    out=$(pgbench -n -S -T "$DURATION" -c "$3" -j "$(( $3 < 2 ? $3 : 2 ))" "$2" 2>&1) || { echo "$out" >&2; exit 1; }
+    out=$(pgbench -n -S -M "$MODE" -T "$DURATION" -c "$3" -j "$(( $3 < 2 ? $3 : 2 ))" "$2" 2>&1) || { echo "$out" >&2; exit 1; }
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
     echo "$1 $3 $tps $lat"
@@ -103,13 +129,16 @@ for c in $CLIENTS; do
     echo "== $c client(s), ${DURATION}s each" >&2
     run direct     "host=127.0.0.1 port=$PG_PORT dbname=bench user=app sslmode=disable" "$c" >> "$RESULTS"
     run pgbouncer  "host=127.0.0.1 port=$BOUNCER_PORT dbname=bench user=app sslmode=disable" "$c" >> "$RESULTS"
+    if [ -n "${BASELINE_BIN:-}" ]; then
+        PGPASSWORD=$BASE_TOKEN run baseline "host=127.0.0.1 port=$BASE_PORT dbname=bench user=bench sslmode=disable" "$c" >> "$RESULTS"
+    fi
     PGPASSWORD=$TOKEN run sluice "host=127.0.0.1 port=$SLUICE_PORT dbname=bench user=bench sslmode=disable" "$c" >> "$RESULTS"
     PGPASSWORD=$TOKEN run sluice-tls "host=127.0.0.1 port=$SLUICE_PORT dbname=bench user=bench sslmode=require" "$c" >> "$RESULTS"
 done
 
 RECORDED=$("$SLUICE" --config "$WORK/sluice.toml" audit verify --json | sed -n 's/.*"checked": \([0-9]*\).*/\1/p')
 echo
-echo "pgbench -S, scale $SCALE, ${DURATION}s per run, $(nproc) cores shared by server, proxy and pgbench"
+echo "pgbench -S -M $MODE, scale $SCALE, ${DURATION}s per run, $(nproc) cores shared by server, proxy and pgbench"
 awk -v recorded="$RECORDED" '
     { label[NR]=$1; clients[NR]=$2; tps[NR]=$3; lat[NR]=$4; if ($1=="direct") { dt[$2]=$3; dl[$2]=$4 } }
     END {

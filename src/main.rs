@@ -496,6 +496,9 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
                 let line = match e["kind"].as_str().unwrap_or("") {
                     "command" => {
                         let mut l = format!("#{} [{}] {}", d["n"], s(d, "path"), s(d, "text"));
+                        if d["decision"].is_object() {
+                            l.push_str(&format!("  [{}]", decision_text(d)));
+                        }
                         if d["outcome"].is_object() {
                             l.push_str(&format!("  => {}", outcome_text(&d["outcome"])));
                         }
@@ -509,6 +512,37 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `class, decision by policy`, and what shadow policy would have done.
+fn decision_text(d: &Value) -> String {
+    let dec = &d["decision"];
+    let class = d["classification"]["effects"]
+        .as_array()
+        .and_then(|e| e.last())
+        .and_then(|c| c.as_str())
+        .unwrap_or("?");
+    let policies = |x: &Value| {
+        x["policies"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    let mut t = format!("{class}, {} by {}", s(dec, "effect"), policies(dec));
+    if dec["shadow"].is_object() {
+        let sh = &dec["shadow"];
+        t.push_str(&format!(
+            "; shadow: would {} by {}",
+            s(sh, "effect"),
+            policies(sh)
+        ));
+    }
+    t
 }
 
 fn outcome_text(o: &Value) -> String {

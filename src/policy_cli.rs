@@ -95,7 +95,15 @@ impl LocalPolicy {
 /// Prints a check's result.
 pub fn print_check(c: &Classification, d: &Decision, json_out: bool) {
     if json_out {
-        crate::print_json(&json!({"class": c.class(), "classification": c, "decision": d}));
+        // Records leave out usual flag values; here every flag is shown.
+        let f = &c.flags;
+        crate::print_json(&json!({
+            "class": c.class(),
+            "classification": c,
+            "flags": {"statements": f.statements, "has_where": f.has_where,
+                      "multi_statement": f.multi_statement, "dynamic_sql": f.dynamic_sql},
+            "decision": d,
+        }));
         return;
     }
     println!("class:      {}", c.class());

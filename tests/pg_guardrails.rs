@@ -436,7 +436,8 @@ fn policy_check_and_policy_test_decide_as_the_gateway_does() {
     ]);
     assert_eq!(json["decision"]["effect"], "review");
     assert_eq!(json["class"], "write");
-    assert_eq!(json["classification"]["flags"]["has_where"], true);
+    assert_eq!(json["flags"]["has_where"], true);
+    assert_eq!(json["flags"]["multi_statement"], false);
 
     let cases = gw.dir.path().join("cases.toml");
     std::fs::write(
@@ -508,4 +509,60 @@ fn a_forbidden_connect_is_refused_at_login() {
         psql_ok(&gw.conninfo("prod", "bob", &human), "SELECT 1").trim(),
         "1"
     );
+}
+
+#[path = "../crates/sluice-pg/tests/sqlgen/mod.rs"]
+mod sqlgen;
+
+/// The read class is a promise: a statement classified as a read is run on
+/// a real server in a read-only transaction, which refuses any write with
+/// SQLSTATE 25006. None may be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_classified_as_reads_never_write_on_a_real_server() {
+    let target = PgServer::start(Auth::Scram, false);
+    let classifier = sluice_pg::classify::Classifier::new(Default::default());
+    let mut gen = sqlgen::Generator::new(include_str!("../crates/sluice-pg/tests/corpus.toml"));
+    let connect = || async {
+        let (client, conn) = tokio_postgres::connect(&direct(&target), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute("SET statement_timeout = '1s'; CREATE SEQUENCE IF NOT EXISTS s")
+            .await
+            .unwrap();
+        client
+    };
+    let mut client = connect().await;
+    let (mut checked, mut tried) = (0, 0);
+    while checked < 300 && tried < 50_000 {
+        tried += 1;
+        let sql = gen.next();
+        let c = classifier.classify(&sql, false).resolve(|_| None);
+        // COPY streams need a COPY-aware client; the parser test covers them.
+        if c.class() != sluice_core::Class::Read || sql.to_ascii_lowercase().contains("copy") {
+            continue;
+        }
+        checked += 1;
+        if client.is_closed() {
+            client = connect().await;
+        }
+        let _ = client.batch_execute("BEGIN READ ONLY").await;
+        if let Err(e) = client.simple_query(&sql).await {
+            assert_ne!(
+                e.code().map(|c| c.code()),
+                Some("25006"),
+                "classified read, but the server refused it as a write: {sql:?}"
+            );
+        }
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    assert!(checked >= 300, "only {checked} reads in {tried} inputs");
+    let client = connect().await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 100);
 }

@@ -110,35 +110,68 @@ pub struct Classification {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub schemas: BTreeSet<String>,
     /// Statement-level facts policy may use.
+    #[serde(default, skip_serializing_if = "Flags::is_default")]
     pub flags: Flags,
     /// Why something was classified unknown, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown_reason: Option<String>,
 }
 
-/// Statement-level facts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Statement-level facts. Records leave out the usual values (one
+/// statement, every WHERE present, nothing dynamic) to stay small.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Flags {
     /// Statements in the command.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub statements: u32,
     /// Every UPDATE and DELETE in it has a WHERE clause (true when there are none).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub has_where: bool,
     /// More than one statement in one message.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub multi_statement: bool,
     /// Runs SQL text the classifier cannot see (DO blocks, EXECUTE strings).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub dynamic_sql: bool,
+}
+
+impl Default for Flags {
+    fn default() -> Self {
+        Flags {
+            statements: 1,
+            has_where: true,
+            multi_statement: false,
+            dynamic_sql: false,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Flags {
+    fn is_default(&self) -> bool {
+        *self == Flags::default()
+    }
 }
 
 impl Classification {
     /// A classification with one effect and nothing else.
     pub fn of(class: Class) -> Self {
-        let mut c = Classification {
-            flags: Flags {
-                has_where: true,
-                ..Flags::default()
-            },
-            ..Default::default()
-        };
+        let mut c = Classification::default();
         c.effects.insert(class);
         c
     }
@@ -162,7 +195,8 @@ impl Classification {
         self.tables.extend(other.tables.iter().cloned());
         self.functions.extend(other.functions.iter().cloned());
         self.schemas.extend(other.schemas.iter().cloned());
-        self.flags.statements += other.flags.statements;
+        // The caller that combines statements counts them itself.
+        self.flags.statements = self.flags.statements.max(other.flags.statements);
         self.flags.has_where &= other.flags.has_where;
         self.flags.multi_statement |= other.flags.multi_statement;
         self.flags.dynamic_sql |= other.flags.dynamic_sql;

@@ -321,7 +321,9 @@ impl PolicyEngine {
 
     /// Decides whether the principal may open a session.
     pub fn decide_connect(&self, ent: &PolicyEntities, now_ms: i64) -> Decision {
-        let ctx = command_context(&ent.protocol, "connect", &Classification::default(), now_ms);
+        let mut nothing = Classification::default();
+        nothing.flags.statements = 0;
+        let ctx = command_context(&ent.protocol, "connect", &nothing, now_ms);
         self.decide_actions(ent, &["connect"], || ctx.clone())
     }
 

@@ -47,6 +47,16 @@ fn main() {
             black_box(classifier.classify_uncached(s));
         }
     });
+    per_statement("normalize only", n, || {
+        for s in &statements {
+            black_box(pg_query::normalize(s).ok());
+        }
+    });
+    per_statement("classify, new text, known shape (simple mode)", n, || {
+        for s in &statements {
+            black_box(classifier.classify(s, false));
+        }
+    });
     per_statement("classify, cached (prepared/extended mode)", n, || {
         for s in statements.iter().take(7) {
             classifier.classify(s, false);
@@ -88,9 +98,9 @@ fn main() {
     // Simple mode with new literals every time: a new parse, but the same
     // classification, so the session's decision is remembered.
     let mut decider = SessionDecider::new(std::sync::Arc::new(engine), entities);
-    per_statement("classify new text + remembered decision", n, || {
+    per_statement("new text, known shape + remembered decision", n, || {
         for s in &statements {
-            let c = classifier.classify_uncached(s).resolve(|_| None);
+            let c = classifier.classify(s, false).resolve(|_| None);
             black_box(decider.decide(&c, 0));
         }
     });

@@ -183,13 +183,17 @@ where
 struct Prepared {
     text: Arc<str>,
     classification: Classification,
+    /// What running it does to session state (see [`ClientState::follow`]).
+    classified: Arc<Classified>,
 }
 
 impl Prepared {
     fn unknown(what: String) -> Arc<Prepared> {
+        let classification = Classification::unknown(what.clone());
         Arc::new(Prepared {
             text: Arc::from(format!("-- sluice: {what}")),
-            classification: Classification::unknown(what),
+            classified: Arc::new(Classified::from(classification.clone())),
+            classification,
         })
     }
 }
@@ -306,6 +310,7 @@ fn decode_client_message(
                     Arc::new(Prepared {
                         text: Arc::from(text),
                         classification,
+                        classified,
                     }),
                 );
             } else {
@@ -315,7 +320,7 @@ fn decode_client_message(
                     "prepare",
                     format!("-- prepare {name:?}\n{text}"),
                 )));
-                st.define(name, text, classification)?;
+                st.define(name, text, classification, classified)?;
             }
         }
         b'B' => {
@@ -340,6 +345,9 @@ fn decode_client_message(
                 .unwrap_or_else(|| Prepared::unknown(format!("unknown portal {portal:?}")));
             let mut cmd = command("extended", prepared.text.to_string());
             let refusal = guard.decide(&mut cmd, prepared.classification.clone());
+            if refusal.is_none() {
+                st.follow(&prepared.classified, &prepared.text)?;
+            }
             let replacement = refusal.as_ref().map(|_| {
                 let mut b = BytesMut::new();
                 crate::wire::execute(&mut b, &st.refused_portal);
@@ -402,6 +410,7 @@ impl ClientState {
         name: &str,
         text: &str,
         classification: Classification,
+        classified: Arc<Classified>,
     ) -> Result<(), String> {
         let entry = match self.prepared.get(name) {
             Some(old) => {
@@ -414,9 +423,12 @@ impl ClientState {
                 }
                 let mut merged = old.classification.clone();
                 merged.merge(&classification);
+                let mut effects = (*old.classified).clone();
+                effects.merge(&classified);
                 Prepared {
                     text: Arc::from(text),
                     classification: merged,
+                    classified: Arc::new(effects),
                 }
             }
             None if self.prepared.len() >= MAX_TRACKED => {
@@ -427,6 +439,7 @@ impl ClientState {
             None => Prepared {
                 text: Arc::from(text),
                 classification,
+                classified,
             },
         };
         self.prepared.insert(name.to_string(), Arc::new(entry));
@@ -437,7 +450,10 @@ impl ClientState {
     /// classifier depends on: SQL prepared statements and the encoding.
     fn follow(&mut self, classified: &Classified, text: &str) -> Result<(), String> {
         for (name, c) in &classified.prepares {
-            self.define(name, text, c.clone())?;
+            // What a prepared statement does to session state when executed
+            // is not tracked further than this: its encoding change counts now.
+            let inner = Arc::new(Classified::from(c.clone()));
+            self.define(name, text, c.clone(), inner)?;
         }
         for d in &classified.deallocates {
             match d {

@@ -6,8 +6,11 @@
 //! - every statement of a message, and every node of each statement, is
 //!   looked at; the command's class is its most consequential effect;
 //! - what cannot be parsed or understood is `unknown`;
-//! - results are cached by exact text (never by a fingerprint or hash,
-//!   which an attacker could collide with a harmless statement).
+//! - results are cached by exact text, and by the text with its constants
+//!   replaced (PostgreSQL's own normalization: a full string, never a
+//!   fingerprint or hash, which an attacker could collide with a harmless
+//!   statement). So the classification must never depend on a constant's
+//!   value, and never does: constants are data, not commands.
 
 mod functions;
 mod walk;
@@ -45,10 +48,14 @@ const MAX_CACHED_TEXT: usize = 64 * 1024;
 /// Cached classifications; the cache is emptied when full.
 const MAX_CACHED: usize = 8192;
 
-/// The classifier: the function table and a cache of classified texts.
+/// The classifier: the function table and caches of classified texts.
 pub struct Classifier {
     functions: FunctionTable,
+    /// By exact text.
     cache: Mutex<HashMap<Box<str>, Arc<Classified>>>,
+    /// By normalized text (constants replaced by `$n`): repeated statement
+    /// shapes with new values, as simple-protocol clients send them.
+    shapes: Mutex<HashMap<Box<str>, Arc<Classified>>>,
 }
 
 impl Classifier {
@@ -57,6 +64,7 @@ impl Classifier {
         Classifier {
             functions: FunctionTable::new(user_functions),
             cache: Mutex::new(HashMap::new()),
+            shapes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -70,25 +78,35 @@ impl Classifier {
                  only ASCII statements can be classified",
             )));
         }
-        let cacheable = text.len() <= MAX_CACHED_TEXT;
-        if cacheable {
-            if let Some(hit) = self.lock().get(text) {
-                return hit.clone();
-            }
+        if text.len() > MAX_CACHED_TEXT {
+            return Arc::new(self.classify_uncached(text));
         }
-        let classified = Arc::new(self.classify_uncached(text));
-        if cacheable {
-            let mut cache = self.lock();
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-            cache.insert(text.into(), classified.clone());
+        if let Some(hit) = lock(&self.cache).get(text) {
+            return hit.clone();
         }
+        // A backslash reads differently with standard_conforming_strings
+        // off, and normalization reads it one way only: such texts are
+        // cached by exact text alone.
+        let shape = if text.contains('\\') {
+            None
+        } else {
+            pg_query::normalize(text).ok()
+        };
+        let hit = shape
+            .as_deref()
+            .and_then(|s| lock(&self.shapes).get(s).cloned());
+        let classified = match hit {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(self.classify_uncached(text));
+                if let Some(s) = shape {
+                    insert(&self.shapes, s.into(), c.clone());
+                }
+                c
+            }
+        };
+        insert(&self.cache, text.into(), classified.clone());
         classified
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Classified>>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Classifies without the cache.
@@ -104,11 +122,7 @@ impl Classifier {
             let other =
                 self.parse_and_classify(text, ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS);
             if other != out && !other.parse_failed {
-                out.classification.merge(&other.classification);
-                out.prepares.extend(other.prepares);
-                out.executes.extend(other.executes);
-                out.deallocates.extend(other.deallocates);
-                out.changes_encoding |= other.changes_encoding;
+                out.merge(&other);
             }
         }
         out
@@ -278,7 +292,30 @@ impl Classifier {
     }
 }
 
+type Cache = Mutex<HashMap<Box<str>, Arc<Classified>>>;
+
+fn lock(cache: &Cache) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Classified>>> {
+    cache.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn insert(cache: &Cache, key: Box<str>, value: Arc<Classified>) {
+    let mut c = lock(cache);
+    if c.len() >= MAX_CACHED {
+        c.clear();
+    }
+    c.insert(key, value);
+}
+
 impl Classified {
+    /// Adds what another reading or definition found (most consequential wins).
+    pub fn merge(&mut self, other: &Classified) {
+        self.classification.merge(&other.classification);
+        self.prepares.extend(other.prepares.iter().cloned());
+        self.executes.extend(other.executes.iter().cloned());
+        self.deallocates.extend(other.deallocates.iter().cloned());
+        self.changes_encoding |= other.changes_encoding;
+    }
+
     /// The full classification, with `EXECUTE` of earlier-prepared
     /// statements resolved against the session's `prepared` ones; a name the
     /// session never prepared is unknown.
@@ -321,14 +358,9 @@ fn explicitly_false(arg: Option<&NodeEnum>) -> bool {
         Some(NodeEnum::String(s)) => {
             matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0")
         }
-        Some(NodeEnum::AConst(c)) => match &c.val {
-            Some(pg_query::protobuf::a_const::Val::Boolval(b)) => !b.boolval,
-            Some(pg_query::protobuf::a_const::Val::Ival(i)) => i.ival == 0,
-            Some(pg_query::protobuf::a_const::Val::Sval(s)) => {
-                matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0")
-            }
-            _ => false,
-        },
+        // The grammar makes option arguments Boolean, Integer or String
+        // nodes, never constants (A_Const, which normalization replaces):
+        // anything else counts as on.
         _ => false,
     }
 }
