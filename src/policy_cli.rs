@@ -88,7 +88,7 @@ impl LocalPolicy {
         let decision = self
             .engine
             .decide(&entities, &classification, sluice_core::time::now_ms());
-        Ok((classification, decision))
+        Ok(((*classification).clone(), decision))
     }
 }
 

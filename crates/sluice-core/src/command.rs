@@ -19,10 +19,10 @@ pub struct Command {
     pub text: String,
     /// What the classifier found, when the protocol classifies commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub classification: Option<Classification>,
+    pub classification: Option<std::sync::Arc<Classification>>,
     /// What policy decided about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<crate::Decision>,
+    pub decision: Option<std::sync::Arc<crate::Decision>>,
 }
 
 /// What a command does, from least to most consequential. Every protocol

@@ -546,7 +546,7 @@ impl SessionHandle {
     }
 
     /// Decides a classified command under the policies in force.
-    pub fn decide(&self, c: &Classification) -> Decision {
+    pub fn decide(&self, c: &Arc<Classification>) -> Arc<Decision> {
         let current = self.core.policy();
         let mut decider = self.policy.lock().unwrap_or_else(|p| p.into_inner());
         if !Arc::ptr_eq(decider.engine(), &current) {

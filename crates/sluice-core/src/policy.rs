@@ -463,7 +463,7 @@ impl PolicyEngine {
 pub struct SessionDecider {
     engine: Arc<PolicyEngine>,
     entities: PolicyEntities,
-    decisions: HashMap<(Classification, i64), Decision>,
+    decisions: HashMap<(Arc<Classification>, i64), Arc<Decision>>,
 }
 
 /// Decisions a session remembers before starting over.
@@ -485,12 +485,14 @@ impl SessionDecider {
     }
 
     /// Decides a classified command at `now_ms`.
-    pub fn decide(&mut self, c: &Classification, now_ms: i64) -> Decision {
+    pub fn decide(&mut self, c: &Arc<Classification>, now_ms: i64) -> Arc<Decision> {
+        // Arc hashes and compares by content: equal classifications share
+        // a decision, without copying them.
         let key = (c.clone(), now_ms.div_euclid(3_600_000));
         if let Some(d) = self.decisions.get(&key) {
             return d.clone();
         }
-        let decision = self.engine.decide(&self.entities, c, now_ms);
+        let decision = Arc::new(self.engine.decide(&self.entities, c, now_ms));
         if self.decisions.len() >= MAX_SESSION_DECISIONS {
             self.decisions.clear();
         }

@@ -182,18 +182,18 @@ where
 /// share one namespace on the server), or a portal bound to one.
 struct Prepared {
     text: Arc<str>,
-    classification: Classification,
+    classification: Arc<Classification>,
     /// What running it does to session state (see [`ClientState::follow`]).
     classified: Arc<Classified>,
 }
 
 impl Prepared {
     fn unknown(what: String) -> Arc<Prepared> {
-        let classification = Classification::unknown(what.clone());
+        let classified = Arc::new(Classified::from(Classification::unknown(what.clone())));
         Arc::new(Prepared {
             text: Arc::from(format!("-- sluice: {what}")),
-            classified: Arc::new(Classified::from(classification.clone())),
-            classification,
+            classification: classified.classification.clone(),
+            classified,
         })
     }
 }
@@ -238,7 +238,7 @@ struct Guard<'a> {
 impl Guard<'_> {
     /// Classifies a command and asks policy about it; returns the refusal
     /// when policy does not allow it.
-    fn decide(&self, cmd: &mut Command, classification: Classification) -> Option<Refusal> {
+    fn decide(&self, cmd: &mut Command, classification: Arc<Classification>) -> Option<Refusal> {
         let decision = self.session.decide(&classification);
         let refusal = match decision.effect {
             Effect::Allow => None,
@@ -282,7 +282,7 @@ fn decode_client_message(
             let (text, _) = cstr(body).ok_or_else(|| bad("Query"))?;
             let classified = guard.classifier.classify(text, st.unsafe_encoding);
             let classification =
-                classified.resolve(|n| st.prepared.get(n).map(|p| &p.classification));
+                classified.resolve(|n| st.prepared.get(n).map(|p| &*p.classification));
             let mut cmd = command("simple", text.to_string());
             let refusal = guard.decide(&mut cmd, classification);
             if refusal.is_none() {
@@ -303,7 +303,7 @@ fn decode_client_message(
             let (text, _) = cstr(rest).ok_or_else(|| bad("Parse"))?;
             let classified = guard.classifier.classify(text, st.unsafe_encoding);
             let classification =
-                classified.resolve(|n| st.prepared.get(n).map(|p| &p.classification));
+                classified.resolve(|n| st.prepared.get(n).map(|p| &*p.classification));
             if name.is_empty() {
                 st.prepared.insert(
                     String::new(),
@@ -384,7 +384,9 @@ fn decode_client_message(
             );
             let refusal = guard.decide(
                 &mut cmd,
-                Classification::unknown("a fast-path function call names its function only by oid"),
+                Arc::new(Classification::unknown(
+                    "a fast-path function call names its function only by oid",
+                )),
             );
             let replacement = refusal.as_ref().map(|_| {
                 // No function has oid 0: the call fails on the server.
@@ -409,7 +411,7 @@ impl ClientState {
         &mut self,
         name: &str,
         text: &str,
-        classification: Classification,
+        classification: Arc<Classification>,
         classified: Arc<Classified>,
     ) -> Result<(), String> {
         let entry = match self.prepared.get(name) {
@@ -421,13 +423,13 @@ impl ClientState {
                 if text.len() > MAX_INSPECTED {
                     return Err(format!("prepared statement {name:?} redefined too often"));
                 }
-                let mut merged = old.classification.clone();
+                let mut merged = (*old.classification).clone();
                 merged.merge(&classification);
                 let mut effects = (*old.classified).clone();
                 effects.merge(&classified);
                 Prepared {
                     text: Arc::from(text),
-                    classification: merged,
+                    classification: Arc::new(merged),
                     classified: Arc::new(effects),
                 }
             }
@@ -453,7 +455,7 @@ impl ClientState {
             // What a prepared statement does to session state when executed
             // is not tracked further than this: its encoding change counts now.
             let inner = Arc::new(Classified::from(c.clone()));
-            self.define(name, text, c.clone(), inner)?;
+            self.define(name, text, inner.classification.clone(), inner)?;
         }
         for d in &classified.deallocates {
             match d {

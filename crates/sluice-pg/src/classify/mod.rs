@@ -30,7 +30,7 @@ use walk::Visitor;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
     /// What the message does, as far as its own text shows.
-    pub classification: Classification,
+    pub classification: Arc<Classification>,
     /// `PREPARE name AS ...` statements it defines, with what they do.
     pub prepares: Vec<(String, Classification)>,
     /// `EXECUTE name` of statements prepared in an earlier message.
@@ -95,17 +95,20 @@ impl Classifier {
         let hit = shape
             .as_deref()
             .and_then(|s| lock(&self.shapes).get(s).cloned());
-        let classified = match hit {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(self.classify_uncached(text));
-                if let Some(s) = shape {
-                    insert(&self.shapes, s.into(), c.clone());
-                }
-                c
-            }
+        let classified = match &hit {
+            Some(c) => c.clone(),
+            None => Arc::new(self.classify_uncached(text)),
         };
-        insert(&self.cache, text.into(), classified.clone());
+        match shape {
+            // Texts with constants rarely repeat exactly (simple-protocol
+            // clients inline their values): their shape is what repeats.
+            Some(s) if *s != *text => {
+                if hit.is_none() {
+                    insert(&self.shapes, s.into(), classified.clone());
+                }
+            }
+            _ => insert(&self.cache, text.into(), classified.clone()),
+        }
         classified
     }
 
@@ -140,7 +143,8 @@ impl Classifier {
             }
         };
         let mut out = Classified::from(Classification::of(Class::Read));
-        out.classification.effects.clear();
+        let mut all = Classification::of(Class::Read);
+        all.effects.clear();
         let mut local: HashMap<String, Classification> = HashMap::new();
         let stmts: Vec<&NodeEnum> = parsed
             .protobuf
@@ -150,14 +154,15 @@ impl Classifier {
             .collect();
         for node in &stmts {
             let c = self.statement(node, &mut local, &mut out);
-            out.classification.merge(&c);
+            all.merge(&c);
         }
-        if out.classification.effects.is_empty() {
+        if all.effects.is_empty() {
             // Only comments, or nothing: the server answers EmptyQueryResponse.
-            out.classification.effects.insert(Class::Read);
+            all.effects.insert(Class::Read);
         }
-        out.classification.flags.statements = stmts.len() as u32;
-        out.classification.flags.multi_statement = stmts.len() > 1;
+        all.flags.statements = stmts.len() as u32;
+        all.flags.multi_statement = stmts.len() > 1;
+        out.classification = Arc::new(all);
         out
     }
 
@@ -309,7 +314,7 @@ fn insert(cache: &Cache, key: Box<str>, value: Arc<Classified>) {
 impl Classified {
     /// Adds what another reading or definition found (most consequential wins).
     pub fn merge(&mut self, other: &Classified) {
-        self.classification.merge(&other.classification);
+        Arc::make_mut(&mut self.classification).merge(&other.classification);
         self.prepares.extend(other.prepares.iter().cloned());
         self.executes.extend(other.executes.iter().cloned());
         self.deallocates.extend(other.deallocates.iter().cloned());
@@ -322,8 +327,11 @@ impl Classified {
     pub fn resolve<'a>(
         &self,
         prepared: impl Fn(&str) -> Option<&'a Classification>,
-    ) -> Classification {
-        let mut c = self.classification.clone();
+    ) -> Arc<Classification> {
+        if self.executes.is_empty() {
+            return self.classification.clone();
+        }
+        let mut c = (*self.classification).clone();
         for name in &self.executes {
             match prepared(name) {
                 Some(p) => c.merge(p),
@@ -332,14 +340,14 @@ impl Classified {
                 ))),
             }
         }
-        c
+        Arc::new(c)
     }
 }
 
 impl From<Classification> for Classified {
     fn from(classification: Classification) -> Self {
         Classified {
-            classification,
+            classification: Arc::new(classification),
             prepares: vec![],
             executes: vec![],
             deallocates: vec![],
