@@ -208,6 +208,16 @@ fn refusals_keep_the_session_and_transaction_state_right() {
         .unwrap();
     let (tags, _) = read_until_ready(&mut s);
     assert_eq!(String::from_utf8(tags).unwrap(), "2DCZ");
+
+    // A large statement is classified too (off the async worker), and a
+    // large refused one is refused like a small one.
+    let big = format!("SELECT length('{}')", "x".repeat(600_000));
+    s.write_all(&query_msg(&big)).unwrap();
+    let (tags, codes) = read_until_ready(&mut s);
+    assert_eq!((tags, codes), (vec![b'T', b'D', b'C', b'Z'], vec![]));
+    let big_drop = format!("DROP TABLE orders; -- {}", "x".repeat(600_000));
+    s.write_all(&query_msg(&big_drop)).unwrap();
+    assert_eq!(read_until_ready(&mut s).1, vec!["42501"]);
     assert_eq!(
         psql_ok(&direct(&target), "SELECT count(*) FROM orders").trim(),
         "100"

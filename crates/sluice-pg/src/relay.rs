@@ -235,7 +235,21 @@ struct Guard<'a> {
     session: &'a SessionHandle,
 }
 
+/// Statements longer than this are classified off the async worker, so a
+/// megabyte of SQL does not stall the other sessions on that worker.
+const CLASSIFY_IN_PLACE: usize = 256 * 1024;
+
 impl Guard<'_> {
+    fn classify(&self, text: &str, unsafe_encoding: bool) -> Arc<Classified> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if text.len() > CLASSIFY_IN_PLACE && multi_thread {
+            tokio::task::block_in_place(|| self.classifier.classify(text, unsafe_encoding))
+        } else {
+            self.classifier.classify(text, unsafe_encoding)
+        }
+    }
+
     /// Classifies a command and asks policy about it; returns the refusal
     /// when policy does not allow it.
     fn decide(&self, cmd: &mut Command, classification: Arc<Classification>) -> Option<Refusal> {
@@ -280,7 +294,7 @@ fn decode_client_message(
     match tag {
         b'Q' => {
             let (text, _) = cstr(body).ok_or_else(|| bad("Query"))?;
-            let classified = guard.classifier.classify(text, st.unsafe_encoding);
+            let classified = guard.classify(text, st.unsafe_encoding);
             let classification =
                 classified.resolve(|n| st.prepared.get(n).map(|p| &*p.classification));
             let mut cmd = command("simple", text.to_string());
@@ -301,7 +315,7 @@ fn decode_client_message(
         b'P' => {
             let (name, rest) = cstr(body).ok_or_else(|| bad("Parse"))?;
             let (text, _) = cstr(rest).ok_or_else(|| bad("Parse"))?;
-            let classified = guard.classifier.classify(text, st.unsafe_encoding);
+            let classified = guard.classify(text, st.unsafe_encoding);
             let classification =
                 classified.resolve(|n| st.prepared.get(n).map(|p| &*p.classification));
             if name.is_empty() {
