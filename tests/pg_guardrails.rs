@@ -576,3 +576,116 @@ async fn statements_classified_as_reads_never_write_on_a_real_server() {
         .get(0);
     assert_eq!(n, 100);
 }
+
+fn tags_codes(s: &mut std::net::TcpStream) -> (String, Vec<String>) {
+    let (tags, codes) = read_until_ready(s);
+    (String::from_utf8(tags).unwrap(), codes)
+}
+
+/// What a name runs is what the server holds under it, also after errors
+/// made the server skip messages the gateway saw.
+#[test]
+fn statements_and_portals_are_tracked_as_the_server_has_them() {
+    let target = PgServer::start(Auth::Scram, false);
+    let gw = prod_gateway(&target);
+    let token = agent_token(&gw, "prod");
+    let orders = || {
+        psql_ok(&direct(&target), "SELECT count(*) FROM orders")
+            .trim()
+            .to_string()
+    };
+    let mut s = raw_login(gw.pg_port, "alice", "prod", &token);
+
+    // A Parse skipped after an error leaves the earlier unnamed statement.
+    let mut b = parse_msg("", "DELETE FROM orders");
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(parse_msg("", "SELECT 1"));
+    b.extend(sync_msg());
+    b.extend(bind_msg("", ""));
+    b.extend(execute_msg(""));
+    b.extend(sync_msg());
+    s.write_all(&b).unwrap();
+    assert_eq!(tags_codes(&mut s).1, vec!["42501"]);
+    let (tags, codes) = tags_codes(&mut s);
+    assert_eq!(
+        (tags.as_str(), codes),
+        ("2EZ", vec!["42501".to_string()]),
+        "the DELETE is still refused"
+    );
+
+    // A failed Bind (the portal exists) leaves the portal as it was.
+    s.write_all(&query_msg("BEGIN")).unwrap();
+    tags_codes(&mut s);
+    s.write_all(
+        &[
+            parse_msg("d", "DELETE FROM orders"),
+            bind_msg("p", "d"),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(tags_codes(&mut s).1, Vec::<String>::new());
+    s.write_all(&query_msg("SAVEPOINT s")).unwrap();
+    tags_codes(&mut s);
+    s.write_all(&[parse_msg("r", "SELECT 1"), bind_msg("p", "r"), sync_msg()].concat())
+        .unwrap();
+    assert_eq!(tags_codes(&mut s).1, vec!["42P03"]);
+    s.write_all(&query_msg("ROLLBACK TO SAVEPOINT s")).unwrap();
+    tags_codes(&mut s);
+    s.write_all(&[execute_msg("p"), sync_msg()].concat())
+        .unwrap();
+    assert_eq!(
+        tags_codes(&mut s).1,
+        vec!["42501"],
+        "portal p still holds the DELETE"
+    );
+    s.write_all(&query_msg("ROLLBACK")).unwrap();
+    tags_codes(&mut s);
+
+    // A Query the server discards after an error (before Sync) gets no
+    // answer; the pairing holds, and no stand-in's name reaches the client.
+    let mut b = parse_msg("", "SELECT * FROM no_such_table");
+    b.extend(query_msg("SELECT 1"));
+    b.extend(sync_msg());
+    s.write_all(&b).unwrap();
+    assert_eq!(tags_codes(&mut s).1, vec!["42P01"]);
+    s.write_all(
+        &[
+            parse_msg("", "TRUNCATE orders"),
+            bind_msg("", ""),
+            execute_msg(""),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let (tags, codes) = tags_codes(&mut s);
+    assert_eq!((tags.as_str(), codes), ("12EZ", vec!["42501".to_string()]));
+    s.write_all(&query_msg("SELECT 2")).unwrap();
+    assert_eq!(tags_codes(&mut s).0, "TDCZ");
+
+    // EXECUTE inside a Parse runs what the name holds when it runs.
+    s.write_all(&query_msg("PREPARE q AS SELECT 1")).unwrap();
+    tags_codes(&mut s);
+    s.write_all(&[parse_msg("x", "EXECUTE q"), sync_msg()].concat())
+        .unwrap();
+    tags_codes(&mut s);
+    s.write_all(&query_msg("DEALLOCATE q")).unwrap();
+    tags_codes(&mut s);
+    s.write_all(&[parse_msg("q", "DELETE FROM orders"), sync_msg()].concat())
+        .unwrap();
+    tags_codes(&mut s);
+    s.write_all(&[bind_msg("", "x"), execute_msg(""), sync_msg()].concat())
+        .unwrap();
+    assert_eq!(tags_codes(&mut s).1, vec!["42501"]);
+
+    // CREATE TABLE AS EXECUTE runs the prepared statement.
+    s.write_all(&query_msg(
+        "PREPARE w AS WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d",
+    ))
+    .unwrap();
+    assert_eq!(tags_codes(&mut s).1, vec!["42501"], "refused when prepared");
+    assert_eq!(orders(), "100");
+}

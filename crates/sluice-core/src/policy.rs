@@ -205,7 +205,15 @@ impl PolicyEngine {
                         ))
                     }
                 };
-                let shadow = p.annotation("shadow").is_some();
+                let shadow = match p.annotation("shadow") {
+                    None => false,
+                    Some("" | "true") => true,
+                    Some(other) => {
+                        return Err(format!(
+                            "{origin}: policy \"{id}\": @shadow takes no value (or \"true\"), not \"{other}\"; remove it to enforce the policy"
+                        ))
+                    }
+                };
                 let policy: Policy = p.new_id(pid.clone());
                 if shadow {
                     any_shadow = true;

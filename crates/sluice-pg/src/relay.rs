@@ -48,6 +48,9 @@ enum Kind {
     /// CopyDone or CopyFail: the end of the client's COPY data. Syncs the
     /// client sent before it, during copy-in, are ignored by the server.
     CopyEnd,
+    /// A Parse, Bind or Close: changes the session's statements or portals
+    /// when the server confirms it (ParseComplete, BindComplete, CloseComplete).
+    Change(u64),
 }
 
 struct Pending {
@@ -70,14 +73,40 @@ struct SharedState {
     unsafe_encoding: bool,
     /// The encoding the target last reported is unsafe.
     reported_unsafe: bool,
+    /// Parse, Bind and Close messages sent and not answered yet.
+    unanswered_changes: usize,
+    /// Of those, the ones the server did not apply (failed, or skipped
+    /// after an error): the client half undoes them.
+    failed_changes: Vec<u64>,
+    /// An extended-protocol error: the server skips messages until Sync.
+    skipping: bool,
 }
 
 #[derive(Clone, Default)]
-struct Shared(Arc<Mutex<SharedState>>);
+struct Shared(Arc<(Mutex<SharedState>, tokio::sync::Notify)>);
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the client half waiting for answers to its changes.
+    fn answered(&self) {
+        self.0 .1.notify_one();
+    }
+
+    /// Waits until every Parse, Bind and Close sent so far is answered;
+    /// returns the ids of those the server did not apply.
+    async fn settle_changes(&self) -> Vec<u64> {
+        loop {
+            {
+                let mut sh = self.lock();
+                if sh.unanswered_changes == 0 {
+                    return std::mem::take(&mut sh.failed_changes);
+                }
+            }
+            self.0 .1.notified().await;
+        }
     }
 }
 
@@ -203,10 +232,32 @@ struct ClientState {
     portals: HashMap<String, Arc<Prepared>>,
     /// A portal name no client can know: executing it fails on the server,
     /// which is how a refused Execute gets the server's own error handling.
-    refused_portal: String,
     /// The client encoding may let multibyte characters hide quotes.
     unsafe_encoding: bool,
+    /// Parse, Bind and Close changes applied here before the server
+    /// confirmed them, with what each replaced; undone if the server did
+    /// not apply them. Holds at most one batch: a new batch waits for the
+    /// previous one's answers (see `client_to_server`).
+    undo: Vec<(u64, Undo)>,
+    next_change: u64,
+    /// Extended-protocol messages sent since the last Sync.
+    batch_open: bool,
+    /// Bytes of statement text held in `prepared` and `portals`.
+    tracked_bytes: usize,
 }
+
+/// What a Parse, Bind or Close replaced.
+enum Undo {
+    Statement(String, Option<Arc<Prepared>>),
+    Portal(String, Option<Arc<Prepared>>),
+}
+
+/// Prefix of the portal names stand-ins execute; each refusal draws a new
+/// random one, so a name seen once is of no use again.
+const REFUSED_PORTAL_PREFIX: &str = "sluice_refused_";
+
+/// Most statement text one session may keep prepared.
+const MAX_TRACKED_BYTES: usize = 64 * 1024 * 1024;
 
 /// How many prepared statements, and portals, a session may hold at once.
 const MAX_TRACKED: usize = 10_000;
@@ -225,6 +276,8 @@ enum Op {
     Command(Command, Kind, Option<Refusal>),
     /// A record with no outcome of its own (a named prepare).
     Record(Command),
+    /// A Parse, Bind or Close, answered by its own completion message.
+    Change(u64),
     Sync,
     CopyEnd,
 }
@@ -318,24 +371,27 @@ fn decode_client_message(
             let classified = guard.classify(text, st.unsafe_encoding);
             let classification =
                 classified.resolve(|n| st.prepared.get(n).map(|p| &*p.classification));
-            if name.is_empty() {
-                st.prepared.insert(
-                    String::new(),
-                    Arc::new(Prepared {
-                        text: Arc::from(text),
-                        classification,
-                        classified,
-                    }),
-                );
-            } else {
+            if !name.is_empty() {
                 // A named statement is recorded when prepared, so its text is
                 // in the log whatever later happens to the name.
                 ops.push(Op::Record(command(
                     "prepare",
                     format!("-- prepare {name:?}\n{text}"),
                 )));
-                st.define(name, text, classification, classified)?;
             }
+            let entry = Arc::new(Prepared {
+                text: Arc::from(text),
+                classification,
+                classified,
+            });
+            st.track(text.len())?;
+            let previous = st.prepared.insert(name.to_string(), entry);
+            if st.prepared.len() > MAX_TRACKED {
+                return Err(format!(
+                    "more than {MAX_TRACKED} prepared statements in one session"
+                ));
+            }
+            ops.push(st.change(Undo::Statement(name.to_string(), previous)));
         }
         b'B' => {
             let (portal, rest) = cstr(body).ok_or_else(|| bad("Bind"))?;
@@ -348,7 +404,8 @@ fn decode_client_message(
                     "more than {MAX_TRACKED} open portals in one session"
                 ));
             }
-            st.portals.insert(portal.to_string(), prepared);
+            let previous = st.portals.insert(portal.to_string(), prepared);
+            ops.push(st.change(Undo::Portal(portal.to_string(), previous)));
         }
         b'E' => {
             let (portal, _) = cstr(body).ok_or_else(|| bad("Execute"))?;
@@ -358,13 +415,29 @@ fn decode_client_message(
                 .cloned()
                 .unwrap_or_else(|| Prepared::unknown(format!("unknown portal {portal:?}")));
             let mut cmd = command("extended", prepared.text.to_string());
-            let refusal = guard.decide(&mut cmd, prepared.classification.clone());
+            let mut classification = prepared.classification.clone();
+            if !prepared.classified.executes.is_empty() {
+                // EXECUTE of a statement prepared elsewhere: what runs is
+                // what the name holds now, or what it held when this was
+                // prepared.
+                let now = prepared
+                    .classified
+                    .resolve(|n| st.prepared.get(n).map(|p| &*p.classification));
+                let mut both = (*classification).clone();
+                both.merge(&now);
+                classification = Arc::new(both);
+            }
+            let refusal = guard.decide(&mut cmd, classification);
             if refusal.is_none() {
                 st.follow(&prepared.classified, &prepared.text)?;
             }
             let replacement = refusal.as_ref().map(|_| {
                 let mut b = BytesMut::new();
-                crate::wire::execute(&mut b, &st.refused_portal);
+                let name = format!(
+                    "{REFUSED_PORTAL_PREFIX}{}",
+                    hex::encode(rand::random::<[u8; 16]>())
+                );
+                crate::wire::execute(&mut b, &name);
                 b
             });
             ops.push(Op::Command(cmd, Kind::Extended, refusal));
@@ -373,10 +446,11 @@ fn decode_client_message(
         b'C' => {
             let (&what, rest) = body.split_first().ok_or_else(|| bad("Close"))?;
             let (name, _) = cstr(rest).ok_or_else(|| bad("Close"))?;
-            match what {
-                b'S' => st.prepared.remove(name),
-                _ => st.portals.remove(name),
+            let undo = match what {
+                b'S' => Undo::Statement(name.to_string(), st.prepared.remove(name)),
+                _ => Undo::Portal(name.to_string(), st.portals.remove(name)),
             };
+            ops.push(st.change(undo));
         }
         b'S' => ops.push(Op::Sync),
         b'c' | b'f' => ops.push(Op::CopyEnd),
@@ -402,6 +476,10 @@ fn decode_client_message(
                     "a fast-path function call names its function only by oid",
                 )),
             );
+            if refusal.is_none() {
+                // Any function, set_config('client_encoding', ...) included.
+                st.unsafe_encoding = true;
+            }
             let replacement = refusal.as_ref().map(|_| {
                 // No function has oid 0: the call fails on the server.
                 let mut b = BytesMut::new();
@@ -417,10 +495,58 @@ fn decode_client_message(
 }
 
 impl ClientState {
-    /// Defines a named statement. The server refuses to redefine a live
-    /// name, but the gateway cannot know whether an earlier definition
-    /// failed on the server; so a redefinition keeps both texts and the
-    /// effects of both, and policy sees whichever could run.
+    /// Applies a Parse, Bind or Close here; the op makes the server's
+    /// answer to it tracked.
+    fn change(&mut self, undo: Undo) -> Op {
+        self.next_change += 1;
+        self.undo.push((self.next_change, undo));
+        Op::Change(self.next_change)
+    }
+
+    /// Undoes the changes the server did not apply, latest first.
+    fn undo_failed(&mut self, failed: &[u64]) {
+        for (id, undo) in self.undo.drain(..).rev() {
+            if !failed.contains(&id) {
+                continue;
+            }
+            match undo {
+                Undo::Statement(name, Some(p)) => {
+                    self.prepared.insert(name, p);
+                }
+                Undo::Statement(name, None) => {
+                    self.prepared.remove(&name);
+                }
+                Undo::Portal(name, Some(p)) => {
+                    self.portals.insert(name, p);
+                }
+                Undo::Portal(name, None) => {
+                    self.portals.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Counts statement text kept for the session, within a bound.
+    fn track(&mut self, bytes: usize) -> Result<(), String> {
+        self.tracked_bytes += bytes;
+        if self.tracked_bytes > MAX_TRACKED_BYTES {
+            // Recount what is actually held before refusing.
+            self.tracked_bytes = self.prepared.values().map(|p| p.text.len()).sum();
+            if self.tracked_bytes + bytes > MAX_TRACKED_BYTES {
+                return Err(format!(
+                    "more than {} MiB of prepared statement text in one session",
+                    MAX_TRACKED_BYTES >> 20
+                ));
+            }
+            self.tracked_bytes += bytes;
+        }
+        Ok(())
+    }
+
+    /// Defines a statement by SQL `PREPARE`. Whether an earlier `PREPARE`
+    /// or `DEALLOCATE` of the name worked is not confirmed per statement,
+    /// so a redefinition keeps both texts and the effects of both, and
+    /// policy sees whichever could run.
     fn define(
         &mut self,
         name: &str,
@@ -458,6 +584,7 @@ impl ClientState {
                 classified,
             },
         };
+        self.track(entry.text.len())?;
         self.prepared.insert(name.to_string(), Arc::new(entry));
         Ok(())
     }
@@ -471,16 +598,10 @@ impl ClientState {
             let inner = Arc::new(Classified::from(c.clone()));
             self.define(name, text, inner.classification.clone(), inner)?;
         }
-        for d in &classified.deallocates {
-            match d {
-                Some(name) => {
-                    self.prepared.remove(name);
-                }
-                // Forgetting what might still exist would be unsafe only if
-                // the server kept it; DEALLOCATE ALL and DISCARD ALL do not.
-                None => self.prepared.retain(|n, _| n.is_empty()),
-            }
-        }
+        // DEALLOCATE and DISCARD ALL are not followed: they can fail (DISCARD
+        // ALL inside a transaction does), and forgetting a statement the
+        // server kept would let a later PREPARE of the name hide it. A name
+        // prepared again after them carries both definitions' effects.
         if classified.changes_encoding {
             self.unsafe_encoding = true;
         }
@@ -553,8 +674,11 @@ where
     let mut st = ClientState {
         prepared: HashMap::new(),
         portals: HashMap::new(),
-        refused_portal: format!("sluice_refused_{}", hex::encode(rand::random::<[u8; 16]>())),
         unsafe_encoding: false,
+        undo: Vec::new(),
+        next_change: 0,
+        batch_open: false,
+        tracked_bytes: 0,
     };
     let guard = Guard {
         classifier,
@@ -576,16 +700,25 @@ where
             std::future::pending::<String>().await
         }
     };
+    // Set when a message that starts a batch waits for the answers to the
+    // previous batch's Parse, Bind and Close: it is still in the buffer.
+    let mut settle = false;
     loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
+        if settle {
+            let failed = shared.settle_changes().await;
+            st.undo_failed(&failed);
+            settle = false;
+        } else {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            let n = match client.read_buf(&mut buf).await {
+                Ok(0) => return "client disconnected".into(),
+                Ok(n) => n,
+                Err(e) => return format!("client read error: {e}"),
+            };
+            *bytes_in += n as u64;
         }
-        let n = match client.read_buf(&mut buf).await {
-            Ok(0) => return "client disconnected".into(),
-            Ok(n) => n,
-            Err(e) => return format!("client read error: {e}"),
-        };
-        *bytes_in += n as u64;
         st.unsafe_encoding = shared.lock().unsafe_encoding;
         let mut pos = passthrough.min(buf.len());
         passthrough -= pos;
@@ -616,6 +749,22 @@ where
                     // Grow as bytes arrive, not by what a header claims.
                     buf.reserve((total - (buf.len() - pos)).min(16 * READ_CHUNK));
                     break;
+                }
+                // A new batch reads and changes the statements and portals
+                // as the server left them: first learn which of the previous
+                // batch's changes it applied (it skips everything after an
+                // error up to Sync). Clients that wait for answers never wait here.
+                if !st.batch_open
+                    && !st.undo.is_empty()
+                    && matches!(tag, b'P' | b'B' | b'E' | b'C' | b'Q' | b'F')
+                {
+                    settle = true;
+                    break;
+                }
+                match tag {
+                    b'P' | b'B' | b'E' | b'C' => st.batch_open = true,
+                    b'S' => st.batch_open = false,
+                    _ => {}
                 }
                 match decode_client_message(
                     tag,
@@ -657,6 +806,7 @@ where
                         commands.push(c);
                         kinds.push(None);
                     }
+                    Op::Change(id) => kinds.push(Some((Kind::Change(id), None))),
                     Op::Sync => kinds.push(Some((Kind::Sync, None))),
                     Op::CopyEnd => kinds.push(Some((Kind::CopyEnd, None))),
                 }
@@ -685,6 +835,10 @@ where
             sh.unsafe_encoding |= st.unsafe_encoding;
             for kind in kinds {
                 let (kind, refusal, seq) = match kind {
+                    Some((k @ Kind::Change(_), _)) => {
+                        sh.unanswered_changes += 1;
+                        (k, None, 0)
+                    }
                     Some((k @ (Kind::Sync | Kind::CopyEnd), _)) => (k, None, 0),
                     Some((kind, refusal)) => (kind, refusal, seqs.next().unwrap_or(0)),
                     None => {
@@ -717,7 +871,10 @@ where
 
 /// Server messages decoded whole; everything else (rows, copy data) streams through.
 fn server_inspects(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z' | b'G' | b'S')
+    matches!(
+        tag,
+        b'C' | b'E' | b'I' | b's' | b'Z' | b'G' | b'S' | b'1' | b'2' | b'3'
+    )
 }
 
 fn complete(session: &SessionHandle, p: Pending, status: &str) {
@@ -792,6 +949,16 @@ fn on_server_message(
     }
     match tag {
         b'G' => *copy_in = true,
+        b'1' | b'2' | b'3' => {
+            if let Some(Pending {
+                kind: Kind::Change(_),
+                ..
+            }) = q.front()
+            {
+                q.pop_front();
+                sh.unanswered_changes = sh.unanswered_changes.saturating_sub(1);
+            }
+        }
         b'C' | b'I' | b's' => {
             let rows = if tag == b'C' {
                 command_rows(body)
@@ -813,13 +980,51 @@ fn on_server_message(
             }
         }
         b'E' => {
-            let code = error_fields(body).0.unwrap_or_else(|| "XX000".into());
+            let (code, message) = error_fields(body);
+            let code = code.unwrap_or_else(|| "XX000".into());
             if let Some(p) = q.front() {
                 if p.error.is_none() && matches!(p.kind, Kind::Simple | Kind::Extended) {
                     replacement = p.refusal.as_ref().map(refusal_error);
                 }
             }
+            if replacement.is_none() && message.is_some_and(|m| m.contains(REFUSED_PORTAL_PREFIX)) {
+                // A stand-in's error the pairing did not expect: never let
+                // the stand-in's name reach the client.
+                replacement = Some(refusal_error(&Refusal {
+                    status: "blocked",
+                    message: "sluice blocked this statement".into(),
+                    detail: "refused by policy".into(),
+                }));
+            }
+            if !matches!(q.front().map(|p| &p.kind), Some(Kind::Simple)) {
+                // An error in the extended protocol: the server skips
+                // everything up to the next Sync.
+                sh.skipping = true;
+            }
             match q.front_mut() {
+                // A Parse, Bind or Close that failed: the server did not apply it.
+                Some(Pending {
+                    kind: Kind::Change(id),
+                    ..
+                }) => {
+                    sh.failed_changes.push(*id);
+                    sh.unanswered_changes = sh.unanswered_changes.saturating_sub(1);
+                    q.pop_front();
+                    // The statement the batch meant to run failed with it
+                    // (an error planning it arrives at Bind).
+                    for p in q.iter_mut() {
+                        match p.kind {
+                            Kind::Sync => break,
+                            Kind::Extended => {
+                                if p.refusal.is_none() {
+                                    p.error.get_or_insert_with(|| code.clone());
+                                }
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
                 Some(p) if matches!(p.kind, Kind::Extended) => {
                     let mut p = q.pop_front().expect("front exists");
                     p.error = Some(code);
@@ -834,21 +1039,34 @@ fn on_server_message(
                 match p.kind {
                     // An Execute still waiting at Sync was skipped after an error.
                     Kind::Extended => complete(session, p, "skipped"),
+                    // So was a Query sent before the Sync: the server
+                    // discards it without an answer.
+                    Kind::Simple if sh.skipping && p.error.is_none() => {
+                        complete(session, p, "skipped")
+                    }
                     Kind::Simple => {
                         complete(session, p, "ok");
                         break;
+                    }
+                    Kind::Change(id) => {
+                        sh.failed_changes.push(id);
+                        sh.unanswered_changes = sh.unanswered_changes.saturating_sub(1);
                     }
                     Kind::Sync => break,
                     Kind::CopyEnd => {}
                 }
             }
-            if q.is_empty() {
-                // Nothing in flight can change the encoding any more: the
-                // target's last report is the truth.
+            sh.skipping = false;
+            // With nothing in flight and no transaction open (whose end could
+            // revert a SET), the target's last report is the truth.
+            if q.is_empty() && body.first() == Some(&b'I') {
                 sh.unsafe_encoding = sh.reported_unsafe;
             }
         }
         _ => {}
+    }
+    if matches!(tag, b'1' | b'2' | b'3' | b'E' | b'Z') {
+        shared.answered();
     }
     replacement
 }

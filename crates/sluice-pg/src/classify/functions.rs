@@ -46,6 +46,8 @@ const SIDE_EFFECTS: &[(&str, Class)] = &[
     ("pg_logical_slot_get_changes", Class::Admin),
     ("pg_logical_slot_get_binary_changes", Class::Admin),
     ("pg_logical_emit_message", Class::Admin),
+    ("pg_logical_slot_peek_changes", Class::Admin),
+    ("pg_logical_slot_peek_binary_changes", Class::Admin),
     ("pg_replication_origin_create", Class::Admin),
     ("pg_replication_origin_drop", Class::Admin),
     ("pg_replication_origin_advance", Class::Admin),
@@ -71,6 +73,10 @@ const SIDE_EFFECTS: &[(&str, Class)] = &[
     ("set_config", Class::Admin),
     // Data changes.
     ("nextval", Class::Write),
+    ("brin_summarize_range", Class::Write),
+    ("brin_summarize_new_values", Class::Write),
+    ("brin_desummarize_range", Class::Write),
+    ("gin_clean_pending_list", Class::Write),
     ("setval", Class::Write),
     ("pg_notify", Class::Write),
     ("lo_create", Class::Write),
@@ -94,6 +100,7 @@ const SIDE_EFFECTS: &[(&str, Class)] = &[
     ("pg_try_advisory_lock_shared", Class::Session),
     ("pg_try_advisory_xact_lock", Class::Session),
     ("pg_try_advisory_xact_lock_shared", Class::Session),
+    ("setseed", Class::Session),
 ];
 
 /// Built-ins that run SQL given as a string: what they run is invisible.
@@ -102,6 +109,17 @@ const DYNAMIC_SQL: &[&str] = &[
     "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
     "ts_stat",
+    "ts_rewrite",
+    // These read tables named in a string, out of policy's sight.
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
     // dblink is an extension, not a built-in, but common enough to name.
     "dblink",
     "dblink_exec",
@@ -139,6 +157,15 @@ impl FunctionTable {
         }
     }
 
+    /// Classifies `CALL` of the procedure named by `parts`: PostgreSQL
+    /// ships no procedures, so only the user's table can say what one does.
+    pub fn lookup_procedure(&self, parts: &[String]) -> FunctionClass {
+        match self.user.get(&parts.join(".")) {
+            Some(c) => FunctionClass::Known(*c),
+            None => FunctionClass::Unlisted,
+        }
+    }
+
     /// Classifies a call to the function named by `parts` (as written:
     /// `["pg_sleep"]`, `["pg_catalog", "pg_sleep"]`, `["billing", "refund"]`).
     pub fn lookup(&self, parts: &[String]) -> FunctionClass {
@@ -166,6 +193,9 @@ impl FunctionTable {
         }
         if let Some(c) = self.side_effects.get(name) {
             return FunctionClass::Known(*c);
+        }
+        if name.starts_with("binary_upgrade_") {
+            return FunctionClass::Known(Class::Admin);
         }
         if self.builtin.contains(name) {
             return FunctionClass::Known(Class::Read);

@@ -242,7 +242,16 @@ impl Classifier {
             NodeEnum::VariableSetStmt(v) => {
                 let name = v.name.to_ascii_lowercase();
                 scan.effect(
-                    if matches!(name.as_str(), "role" | "session_authorization") {
+                    if matches!(
+                        name.as_str(),
+                        // Who the session acts as, and settings that switch
+                        // off triggers and constraints or load code.
+                        "role"
+                            | "session_authorization"
+                            | "session_replication_role"
+                            | "session_preload_libraries"
+                            | "local_preload_libraries"
+                    ) {
                         Class::Admin
                     } else {
                         Class::Session
@@ -266,6 +275,34 @@ impl Classifier {
                     }
                 }
             }
+            NodeEnum::TransactionStmt(_) => {
+                scan.effect(Class::Session);
+                // Ending a transaction or rolling back to a savepoint undoes
+                // its SETs, client_encoding included.
+                out.changes_encoding = true;
+            }
+            NodeEnum::CallStmt(c) => {
+                let parts: Vec<String> = c
+                    .funccall
+                    .as_ref()
+                    .map(|f| {
+                        f.funcname
+                            .iter()
+                            .filter_map(|n| match &n.node {
+                                Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                match self.functions.lookup_procedure(&parts) {
+                    FunctionClass::Known(class) => scan.effect(class),
+                    _ => scan.unknown(format!(
+                        "CALL {}: a procedure is not in [postgres.functions], so what it does is unknown",
+                        parts.join(".")
+                    )),
+                }
+            }
             NodeEnum::RenameStmt(r) => {
                 scan.effect(if r.rename_type == ObjectType::ObjectRole as i32 {
                     Class::Admin
@@ -280,6 +317,14 @@ impl Classifier {
             _ => {}
         }
         walk::walk(node, &mut scan);
+        // EXECUTE nested in another statement (CREATE TABLE AS EXECUTE,
+        // EXPLAIN ANALYZE EXECUTE) runs the prepared statement too.
+        for name in std::mem::take(&mut scan.executes) {
+            match local.get(&name) {
+                Some(prepared) => scan.c.merge(prepared),
+                None => out.executes.push(name),
+            }
+        }
         if scan.c.effects.is_empty() || scan.only_nested {
             let base = statement_class(scan.top.unwrap_or(""));
             match base {
@@ -380,7 +425,6 @@ fn statement_class(node: &str) -> Option<Class> {
         "VariableShowStmt",
         "FetchStmt",
         "DeclareCursorStmt",
-        "CallStmt",
     ];
     const SESSION: &[&str] = &[
         "TransactionStmt",
@@ -508,6 +552,8 @@ struct Scan<'f> {
     rel_schema: String,
     rel_name: String,
     changes_encoding: bool,
+    /// Names of nested `EXECUTE`s.
+    executes: Vec<String>,
 }
 
 impl<'f> Scan<'f> {
@@ -524,6 +570,7 @@ impl<'f> Scan<'f> {
             rel_schema: String::new(),
             rel_name: String::new(),
             changes_encoding: false,
+            executes: Vec::new(),
         }
     }
 
@@ -584,12 +631,13 @@ impl Visitor for Scan<'_> {
             "RangeVar" => {
                 let rel = std::mem::take(&mut self.rel_name);
                 let schema = std::mem::take(&mut self.rel_schema);
-                if schema.is_empty() {
-                    self.c.tables.insert(rel);
-                } else {
+                // Both the name as written and the bare name, so a policy on
+                // "payments" also sees "public.payments".
+                if !schema.is_empty() {
                     self.c.tables.insert(format!("{schema}.{rel}"));
                     self.c.schemas.insert(schema);
                 }
+                self.c.tables.insert(rel);
             }
             "FuncCall" if !parts.is_empty() => {
                 let name = parts.join(".");
@@ -644,6 +692,9 @@ impl Visitor for Scan<'_> {
     }
 
     fn string(&mut self, node: &'static str, field: &'static str, value: &str) {
+        if node == "ExecuteStmt" && field == "name" {
+            self.executes.push(value.to_string());
+        }
         if node == "RangeVar" {
             match field {
                 "schemaname" => self.rel_schema = value.to_string(),
