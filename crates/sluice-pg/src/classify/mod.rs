@@ -47,15 +47,17 @@ pub struct Classified {
 const MAX_CACHED_TEXT: usize = 64 * 1024;
 /// Cached classifications; the cache is emptied when full.
 const MAX_CACHED: usize = 8192;
+/// Bytes of cached text, per cache, before it is emptied.
+const MAX_CACHED_BYTES: usize = 16 * 1024 * 1024;
 
 /// The classifier: the function table and caches of classified texts.
 pub struct Classifier {
     functions: FunctionTable,
     /// By exact text.
-    cache: Mutex<HashMap<Box<str>, Arc<Classified>>>,
+    cache: Cache,
     /// By normalized text (constants replaced by `$n`): repeated statement
     /// shapes with new values, as simple-protocol clients send them.
-    shapes: Mutex<HashMap<Box<str>, Arc<Classified>>>,
+    shapes: Cache,
 }
 
 impl Classifier {
@@ -63,8 +65,8 @@ impl Classifier {
     pub fn new(user_functions: HashMap<String, Class>) -> Classifier {
         Classifier {
             functions: FunctionTable::new(user_functions),
-            cache: Mutex::new(HashMap::new()),
-            shapes: Mutex::new(HashMap::new()),
+            cache: Cache::default(),
+            shapes: Cache::default(),
         }
     }
 
@@ -81,7 +83,7 @@ impl Classifier {
         if text.len() > MAX_CACHED_TEXT {
             return Arc::new(self.classify_uncached(text));
         }
-        if let Some(hit) = lock(&self.cache).get(text) {
+        if let Some(hit) = lock(&self.cache).0.get(text) {
             return hit.clone();
         }
         // A backslash reads differently with standard_conforming_strings
@@ -94,7 +96,7 @@ impl Classifier {
         };
         let hit = shape
             .as_deref()
-            .and_then(|s| lock(&self.shapes).get(s).cloned());
+            .and_then(|s| lock(&self.shapes).0.get(s).cloned());
         let classified = match &hit {
             Some(c) => c.clone(),
             None => Arc::new(self.classify_uncached(text)),
@@ -342,18 +344,21 @@ impl Classifier {
     }
 }
 
-type Cache = Mutex<HashMap<Box<str>, Arc<Classified>>>;
+/// Classified texts, and the bytes of text they hold.
+type Cache = Mutex<(HashMap<Box<str>, Arc<Classified>>, usize)>;
 
-fn lock(cache: &Cache) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Classified>>> {
+fn lock(cache: &Cache) -> std::sync::MutexGuard<'_, (HashMap<Box<str>, Arc<Classified>>, usize)> {
     cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn insert(cache: &Cache, key: Box<str>, value: Arc<Classified>) {
     let mut c = lock(cache);
-    if c.len() >= MAX_CACHED {
-        c.clear();
+    if c.0.len() >= MAX_CACHED || c.1 + key.len() > MAX_CACHED_BYTES {
+        c.0.clear();
+        c.1 = 0;
     }
-    c.insert(key, value);
+    c.1 += key.len();
+    c.0.insert(key, value);
 }
 
 impl Classified {
