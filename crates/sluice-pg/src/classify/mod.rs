@@ -345,9 +345,10 @@ impl Classifier {
 }
 
 /// Classified texts, and the bytes of text they hold.
-type Cache = Mutex<(HashMap<Box<str>, Arc<Classified>>, usize)>;
+type CacheMap = (HashMap<Box<str>, Arc<Classified>>, usize);
+type Cache = Mutex<CacheMap>;
 
-fn lock(cache: &Cache) -> std::sync::MutexGuard<'_, (HashMap<Box<str>, Arc<Classified>>, usize)> {
+fn lock(cache: &Cache) -> std::sync::MutexGuard<'_, CacheMap> {
     cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
