@@ -8,6 +8,7 @@ pub mod connection;
 pub mod core;
 pub mod detect;
 pub mod journal;
+pub mod mask;
 pub mod policy;
 pub mod secret;
 pub mod store;
