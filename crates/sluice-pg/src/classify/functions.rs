@@ -36,6 +36,15 @@ const SIDE_EFFECTS: &[(&str, Class)] = &[
     ("pg_stat_reset_replication_slot", Class::Admin),
     ("pg_stat_reset_subscription_stats", Class::Admin),
     ("pg_import_system_collations", Class::Admin),
+    ("pg_stop_making_pinned_objects", Class::Admin),
+    ("pg_nextoid", Class::Admin),
+    ("pg_extension_config_dump", Class::Admin),
+    ("pg_hba_file_rules", Class::Admin),
+    ("pg_ident_file_mappings", Class::Admin),
+    ("pg_rotate_logfile_old", Class::Admin),
+    ("pg_read_file_old", Class::Admin),
+    // pg_stat_statements is an extension, but nearly everywhere.
+    ("pg_stat_statements_reset", Class::Admin),
     // Replication.
     ("pg_create_logical_replication_slot", Class::Admin),
     ("pg_create_physical_replication_slot", Class::Admin),
@@ -101,6 +110,7 @@ const SIDE_EFFECTS: &[(&str, Class)] = &[
     ("pg_try_advisory_xact_lock", Class::Session),
     ("pg_try_advisory_xact_lock_shared", Class::Session),
     ("setseed", Class::Session),
+    ("pg_export_snapshot", Class::Session),
 ];
 
 /// Built-ins that run SQL given as a string: what they run is invisible.
