@@ -48,6 +48,24 @@ fn prod_gateway(target: &PgServer) -> Gateway {
     )
 }
 
+/// A gateway whose only connection is `prod` (tagged `env = "prod"`),
+/// under the given policies instead of the defaults.
+fn prod_gateway_with_policy(target: &PgServer, policy: &str) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.cedar");
+    std::fs::write(&file, policy).unwrap();
+    let gw = Gateway::start(
+        "",
+        "allow_plaintext_loopback = true",
+        &format!(
+            "[policy]\nfiles = [{:?}]\n\n{}",
+            file.to_str().unwrap(),
+            connection_toml("prod", target, "prefer", "env = \"prod\"")
+        ),
+    );
+    (gw, dir)
+}
+
 /// The recorded command event for a statement text, with its session.
 fn command_event(gw: &Gateway, text: &str) -> (serde_json::Value, serde_json::Value) {
     let sessions = gw.cli_json(&["sessions", "list", "--principal", "alice"]);
@@ -487,24 +505,12 @@ expect = "allow"
 #[test]
 fn a_forbidden_connect_is_refused_at_login() {
     let target = PgServer::start(Auth::Scram, false);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("p.cedar");
-    std::fs::write(
-        &file,
+    let (gw, _dir) = prod_gateway_with_policy(
+        &target,
         "permit (principal, action, resource);\n\
          @id(\"no-agents-on-prod\") @reason(\"agents do not connect to production\")\n\
          forbid (principal is Sluice::Agent, action == Sluice::Action::\"connect\", resource)\n\
          when { resource.hasTag(\"env\") && resource.getTag(\"env\") == \"prod\" };\n",
-    )
-    .unwrap();
-    let gw = Gateway::start(
-        "",
-        "allow_plaintext_loopback = true",
-        &format!(
-            "[policy]\nfiles = [{:?}]\n\n{}",
-            file.to_str().unwrap(),
-            connection_toml("prod", &target, "prefer", "env = \"prod\"")
-        ),
     );
     let token = agent_token(&gw, "prod");
     let out = psql(&gw.conninfo("prod", "alice", &token), "SELECT 1");
@@ -688,4 +694,184 @@ fn statements_and_portals_are_tracked_as_the_server_has_them() {
     .unwrap();
     assert_eq!(tags_codes(&mut s).1, vec!["42501"], "refused when prepared");
     assert_eq!(orders(), "100");
+}
+
+/// Reads backend messages up to ReadyForQuery or until the gateway closes
+/// the connection; returns the tags, the SQLSTATEs of errors, and whether
+/// it closed.
+fn read_until_ready_or_closed(s: &mut std::net::TcpStream) -> (String, Vec<String>, bool) {
+    use std::io::Read;
+    let mut tags = String::new();
+    let mut codes = vec![];
+    loop {
+        let mut head = [0u8; 5];
+        if s.read_exact(&mut head).is_err() {
+            return (tags, codes, true);
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        if s.read_exact(&mut body).is_err() {
+            return (tags, codes, true);
+        }
+        tags.push(head[0] as char);
+        if head[0] == b'E' {
+            codes.extend(error_code(&body));
+        }
+        if head[0] == b'Z' {
+            return (tags, codes, false);
+        }
+    }
+}
+
+/// A session whose answers no longer fit what was sent is closed rather
+/// than guessed at: the gateway never judges one statement while the server
+/// runs another. Sequences that used to desynchronise the pairing.
+#[test]
+fn answers_that_do_not_fit_close_the_session_instead_of_being_guessed() {
+    let target = PgServer::start(Auth::Scram, false);
+    let (gw, _dir) = prod_gateway_with_policy(
+        &target,
+        "@id(\"all\") permit (principal, action, resource);\n\
+         @id(\"no-destruction\") @reason(\"destructive statements are blocked\")\n\
+         forbid (principal, action in [Sluice::Action::\"destructive\", Sluice::Action::\"admin\", Sluice::Action::\"unknown\"], resource);\n",
+    );
+    let token = agent_token(&gw, "prod");
+    let orders = || {
+        psql_ok(&direct(&target), "SELECT count(*) FROM orders")
+            .trim()
+            .to_string()
+    };
+    let delete = [
+        parse_msg("", "DELETE FROM orders"),
+        sync_msg(),
+        sync_msg(),
+        bind_msg("", ""),
+        execute_msg(""),
+        sync_msg(),
+    ]
+    .concat();
+    // Whatever the gateway does, the DELETE must not run: refused, or the
+    // session closed with 08P01 before it.
+    let delete_is_stopped = |s: &mut std::net::TcpStream, what: &str| {
+        let _ = s.write_all(&delete);
+        let mut seen = vec![];
+        for _ in 0..3 {
+            let (tags, codes, closed) = read_until_ready_or_closed(s);
+            assert!(!tags.contains('C'), "{what}: the DELETE ran ({tags})");
+            seen.extend(codes);
+            if closed {
+                break;
+            }
+        }
+        assert!(
+            seen.iter().any(|c| c == "42501" || c == "08P01"),
+            "{what}: {seen:?}"
+        );
+        assert_eq!(orders(), "100", "{what}");
+    };
+
+    // A Describe that fails makes the server skip to Sync: it is paired.
+    let mut s = raw_login(gw.pg_port, "alice", "prod", &token);
+    s.write_all(&[parse_msg("", "SELECT 1"), sync_msg()].concat())
+        .unwrap();
+    assert_eq!(tags_codes(&mut s).0, "1Z");
+    s.write_all(
+        &[
+            frontend_msg(b'D', b"Snope\0"),
+            query_msg("SELECT 2"),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(tags_codes(&mut s), ("EZ".to_string(), vec!["26000".into()]));
+    s.write_all(
+        &[
+            parse_msg("", "SELECT 3"),
+            frontend_msg(b'D', b"S\0"),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(tags_codes(&mut s).0, "1tTZ", "a Describe answered in full");
+    delete_is_stopped(&mut s, "after a failed Describe");
+
+    // COPY FROM STDIN: a data error with Syncs sent inside the copy cannot
+    // be paired (the server ignores those it reads in copy mode).
+    s = raw_login(gw.pg_port, "alice", "prod", &token);
+    s.write_all(&query_msg("COPY orders (item, qty) FROM STDIN"))
+        .unwrap();
+    assert_eq!(read_msg(&mut s).0, b'G');
+    s.write_all(
+        &[
+            frontend_msg(b'd', b"bad\n"),
+            sync_msg(),
+            frontend_msg(b'c', b""),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    delete_is_stopped(&mut s, "after a COPY error with Syncs inside");
+
+    // Without Syncs inside, a COPY data error leaves a usable session, and
+    // a COPY through the extended protocol works.
+    s = raw_login(gw.pg_port, "alice", "prod", &token);
+    s.write_all(&query_msg("COPY orders (item, qty) FROM STDIN"))
+        .unwrap();
+    assert_eq!(read_msg(&mut s).0, b'G');
+    s.write_all(&[frontend_msg(b'd', b"bad\n"), frontend_msg(b'c', b"")].concat())
+        .unwrap();
+    let (tags, codes) = tags_codes(&mut s);
+    assert_eq!((tags.as_str(), codes.len()), ("EZ", 1), "{codes:?}");
+    s.write_all(
+        &[
+            parse_msg("", "COPY orders (item, qty) FROM STDIN"),
+            bind_msg("", ""),
+            execute_msg(""),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(read_msg(&mut s).0, b'1');
+    assert_eq!(read_msg(&mut s).0, b'2');
+    assert_eq!(read_msg(&mut s).0, b'G');
+    s.write_all(
+        &[
+            frontend_msg(b'd', b"copied\t1\n"),
+            frontend_msg(b'c', b""),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(tags_codes(&mut s).0, "CZ");
+    s.write_all(&query_msg("DELETE FROM orders WHERE item = 'copied'"))
+        .unwrap();
+    assert_eq!(tags_codes(&mut s).0, "CZ");
+    delete_is_stopped(&mut s, "after COPY");
+
+    // An answer too large to inspect cannot be paired.
+    s = raw_login(gw.pg_port, "alice", "prod", &token);
+    s.write_all(&query_msg("SELECT repeat('x', 17 * 1024 * 1024)::int"))
+        .unwrap();
+    let (_, codes, closed) = read_until_ready_or_closed(&mut s);
+    assert!(closed && codes == ["08P01"], "{codes:?}");
+
+    // Bookkeeping for an unsynced batch is bounded.
+    s = raw_login(gw.pg_port, "alice", "prod", &token);
+    let parse = parse_msg(&"n".repeat(1 << 20), "SELECT 1");
+    // The 64th crosses the 64 MiB bound; nothing is sent after it, so the
+    // gateway's close does not reset the connection before the error is read.
+    for _ in 0..64 {
+        s.write_all(&parse).unwrap();
+    }
+    let (_, codes, closed) = read_until_ready_or_closed(&mut s);
+    assert!(closed && codes == ["08P01"], "{codes:?}");
+
+    // The gateway keeps serving.
+    let info = gw.conninfo("prod", "alice", &token);
+    assert_eq!(psql_ok(&info, "SELECT count(*) FROM orders").trim(), "100");
 }

@@ -647,6 +647,22 @@ pub fn sync_msg() -> Vec<u8> {
     frontend_msg(b'S', &[])
 }
 
+/// The SQLSTATE of an ErrorResponse body.
+pub fn error_code(body: &[u8]) -> Option<String> {
+    let mut rest = body;
+    while let Some((&f, r)) = rest.split_first() {
+        if f == 0 {
+            break;
+        }
+        let end = r.iter().position(|&c| c == 0)?;
+        if f == b'C' {
+            return Some(String::from_utf8_lossy(&r[..end]).to_string());
+        }
+        rest = &r[end + 1..];
+    }
+    None
+}
+
 /// Reads backend messages up to ReadyForQuery; returns their tags and the SQLSTATEs of errors.
 pub fn read_until_ready(s: &mut std::net::TcpStream) -> (Vec<u8>, Vec<String>) {
     let mut tags = vec![];
@@ -655,17 +671,7 @@ pub fn read_until_ready(s: &mut std::net::TcpStream) -> (Vec<u8>, Vec<String>) {
         let (tag, body) = read_msg(s);
         tags.push(tag);
         if tag == b'E' {
-            let mut rest = &body[..];
-            while let Some((&f, r)) = rest.split_first() {
-                if f == 0 {
-                    break;
-                }
-                let end = r.iter().position(|&c| c == 0).unwrap();
-                if f == b'C' {
-                    codes.push(String::from_utf8_lossy(&r[..end]).to_string());
-                }
-                rest = &r[end + 1..];
-            }
+            codes.extend(error_code(&body));
         }
         if tag == b'Z' {
             return (tags, codes);

@@ -49,8 +49,12 @@ enum Kind {
     /// client sent before it, during copy-in, are ignored by the server.
     CopyEnd,
     /// A Parse, Bind or Close: changes the session's statements or portals
-    /// when the server confirms it (ParseComplete, BindComplete, CloseComplete).
-    Change(u64),
+    /// when the server confirms it with the completion message whose tag
+    /// it holds ('1' ParseComplete, '2' BindComplete, '3' CloseComplete).
+    Change(u64, u8),
+    /// A Describe: answered by RowDescription or NoData (after a
+    /// ParameterDescription for a statement), or by an error.
+    Describe,
 }
 
 struct Pending {
@@ -217,6 +221,27 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// A statement that is one of two definitions, the server's choice
+    /// unknown here: it carries the effects of both.
+    fn either(first: &Prepared, second: &Prepared) -> Result<Prepared, String> {
+        let text = format!(
+            "{}\n-- sluice: or, if the definition above is not the one the server holds:\n{}",
+            first.text, second.text
+        );
+        if text.len() > MAX_INSPECTED {
+            return Err("a prepared statement was redefined too often".into());
+        }
+        let mut classification = (*first.classification).clone();
+        classification.merge(&second.classification);
+        let mut classified = (*first.classified).clone();
+        classified.merge(&second.classified);
+        Ok(Prepared {
+            text: Arc::from(text),
+            classification: Arc::new(classification),
+            classified: Arc::new(classified),
+        })
+    }
+
     fn unknown(what: String) -> Arc<Prepared> {
         let classified = Arc::new(Classified::from(Classification::unknown(what.clone())));
         Arc::new(Prepared {
@@ -239,6 +264,8 @@ struct ClientState {
     /// not apply them. Holds at most one batch: a new batch waits for the
     /// previous one's answers (see `client_to_server`).
     undo: Vec<(u64, Undo)>,
+    /// Memory held by `undo`.
+    undo_bytes: usize,
     next_change: u64,
     /// Extended-protocol messages sent since the last Sync.
     batch_open: bool,
@@ -250,6 +277,15 @@ struct ClientState {
 enum Undo {
     Statement(String, Option<Arc<Prepared>>),
     Portal(String, Option<Arc<Prepared>>),
+}
+
+impl Undo {
+    /// Memory it holds (roughly, with its own size), for the bound on an
+    /// unsynced batch.
+    fn bytes(&self) -> usize {
+        let (Undo::Statement(name, before) | Undo::Portal(name, before)) = self;
+        64 + name.len() + before.as_ref().map_or(0, |p| p.text.len())
+    }
 }
 
 /// Prefix of the portal names stand-ins execute; each refusal draws a new
@@ -277,7 +313,8 @@ enum Op {
     /// A record with no outcome of its own (a named prepare).
     Record(Command),
     /// A Parse, Bind or Close, answered by its own completion message.
-    Change(u64),
+    Change(u64, u8),
+    Describe,
     Sync,
     CopyEnd,
 }
@@ -384,14 +421,14 @@ fn decode_client_message(
                 classification,
                 classified,
             });
-            st.track(text.len())?;
+            st.track(name.len() + text.len())?;
             let previous = st.prepared.insert(name.to_string(), entry);
             if st.prepared.len() > MAX_TRACKED {
                 return Err(format!(
                     "more than {MAX_TRACKED} prepared statements in one session"
                 ));
             }
-            ops.push(st.change(Undo::Statement(name.to_string(), previous)));
+            ops.push(st.change(Undo::Statement(name.to_string(), previous), b'1')?);
         }
         b'B' => {
             let (portal, rest) = cstr(body).ok_or_else(|| bad("Bind"))?;
@@ -404,8 +441,9 @@ fn decode_client_message(
                     "more than {MAX_TRACKED} open portals in one session"
                 ));
             }
+            st.track(portal.len())?;
             let previous = st.portals.insert(portal.to_string(), prepared);
-            ops.push(st.change(Undo::Portal(portal.to_string(), previous)));
+            ops.push(st.change(Undo::Portal(portal.to_string(), previous), b'2')?);
         }
         b'E' => {
             let (portal, _) = cstr(body).ok_or_else(|| bad("Execute"))?;
@@ -450,9 +488,10 @@ fn decode_client_message(
                 b'S' => Undo::Statement(name.to_string(), st.prepared.remove(name)),
                 _ => Undo::Portal(name.to_string(), st.portals.remove(name)),
             };
-            ops.push(st.change(undo));
+            ops.push(st.change(undo, b'3')?);
         }
         b'S' => ops.push(Op::Sync),
+        b'D' => ops.push(Op::Describe),
         b'c' | b'f' => ops.push(Op::CopyEnd),
         b'F' => {
             let oid = body
@@ -497,33 +536,67 @@ fn decode_client_message(
 impl ClientState {
     /// Applies a Parse, Bind or Close here; the op makes the server's
     /// answer to it tracked.
-    fn change(&mut self, undo: Undo) -> Op {
+    fn change(&mut self, undo: Undo, answer: u8) -> Result<Op, String> {
         self.next_change += 1;
+        self.undo_bytes += undo.bytes();
         self.undo.push((self.next_change, undo));
-        Op::Change(self.next_change)
+        if self.undo_bytes > MAX_TRACKED_BYTES {
+            return Err(format!(
+                "more than {} MiB of Parse, Bind and Close bookkeeping without a Sync",
+                MAX_TRACKED_BYTES >> 20
+            ));
+        }
+        Ok(Op::Change(self.next_change, answer))
     }
 
-    /// Undoes the changes the server did not apply, latest first.
-    fn undo_failed(&mut self, failed: &[u64]) {
-        for (id, undo) in self.undo.drain(..).rev() {
+    /// Takes back the changes the server reported as not applied, latest
+    /// first. A name keeps what it held before the change *and* what the
+    /// change put there: should the gateway ever pair an error with the
+    /// wrong message, policy still sees every statement the name may run
+    /// on the server, never only the harmless one.
+    fn undo_failed(&mut self, failed: &[u64]) -> Result<(), String> {
+        self.undo_bytes = 0;
+        let undo = std::mem::take(&mut self.undo);
+        for (id, undo) in undo.into_iter().rev() {
             if !failed.contains(&id) {
                 continue;
             }
-            match undo {
-                Undo::Statement(name, Some(p)) => {
-                    self.prepared.insert(name, p);
+            let (map, name, before) = match undo {
+                Undo::Statement(name, before) => (&mut self.prepared, name, before),
+                Undo::Portal(name, before) => (&mut self.portals, name, before),
+            };
+            let Some(before) = before else {
+                // Nothing was there: if the change did not apply, using the
+                // name fails on the server; what the change defined stays.
+                continue;
+            };
+            let either = match map.remove(&name) {
+                Some(after) if !Arc::ptr_eq(&after, &before) => {
+                    Arc::new(Prepared::either(&before, &after)?)
                 }
-                Undo::Statement(name, None) => {
-                    self.prepared.remove(&name);
-                }
-                Undo::Portal(name, Some(p)) => {
-                    self.portals.insert(name, p);
-                }
-                Undo::Portal(name, None) => {
-                    self.portals.remove(&name);
-                }
-            }
+                _ => before,
+            };
+            map.insert(name, either);
         }
+        self.tracked_bytes = self.held_bytes();
+        if self.tracked_bytes > MAX_TRACKED_BYTES {
+            return Err(format!(
+                "more than {} MiB of prepared statement text in one session",
+                MAX_TRACKED_BYTES >> 20
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bytes of names and statement text the session's statements and
+    /// portals hold.
+    fn held_bytes(&self) -> usize {
+        let statements: usize = self
+            .prepared
+            .iter()
+            .map(|(name, p)| name.len() + p.text.len())
+            .sum();
+        statements + self.portals.keys().map(String::len).sum::<usize>()
     }
 
     /// Counts statement text kept for the session, within a bound.
@@ -531,7 +604,7 @@ impl ClientState {
         self.tracked_bytes += bytes;
         if self.tracked_bytes > MAX_TRACKED_BYTES {
             // Recount what is actually held before refusing.
-            self.tracked_bytes = self.prepared.values().map(|p| p.text.len()).sum();
+            self.tracked_bytes = self.held_bytes();
             if self.tracked_bytes + bytes > MAX_TRACKED_BYTES {
                 return Err(format!(
                     "more than {} MiB of prepared statement text in one session",
@@ -584,7 +657,7 @@ impl ClientState {
                 classified,
             },
         };
-        self.track(entry.text.len())?;
+        self.track(name.len() + entry.text.len())?;
         self.prepared.insert(name.to_string(), Arc::new(entry));
         Ok(())
     }
@@ -623,7 +696,7 @@ fn command(path: &str, text: String) -> Command {
 fn client_inspects(tag: u8) -> bool {
     matches!(
         tag,
-        b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' | b'X' | b'c' | b'f'
+        b'Q' | b'P' | b'B' | b'E' | b'C' | b'D' | b'S' | b'F' | b'X' | b'c' | b'f'
     )
 }
 
@@ -676,6 +749,7 @@ where
         portals: HashMap::new(),
         unsafe_encoding: false,
         undo: Vec::new(),
+        undo_bytes: 0,
         next_change: 0,
         batch_open: false,
         tracked_bytes: 0,
@@ -706,7 +780,14 @@ where
     loop {
         if settle {
             let failed = shared.settle_changes().await;
-            st.undo_failed(&failed);
+            if let Err(e) = st.undo_failed(&failed) {
+                return fail(
+                    "54000",
+                    format!("sluice: {e}"),
+                    "session state too large".into(),
+                )
+                .await;
+            }
             settle = false;
         } else {
             if buf.capacity() - buf.len() < 1024 {
@@ -762,7 +843,7 @@ where
                     break;
                 }
                 match tag {
-                    b'P' | b'B' | b'E' | b'C' => st.batch_open = true,
+                    b'P' | b'B' | b'E' | b'C' | b'D' => st.batch_open = true,
                     b'S' => st.batch_open = false,
                     _ => {}
                 }
@@ -806,7 +887,8 @@ where
                         commands.push(c);
                         kinds.push(None);
                     }
-                    Op::Change(id) => kinds.push(Some((Kind::Change(id), None))),
+                    Op::Change(id, tag) => kinds.push(Some((Kind::Change(id, tag), None))),
+                    Op::Describe => kinds.push(Some((Kind::Describe, None))),
                     Op::Sync => kinds.push(Some((Kind::Sync, None))),
                     Op::CopyEnd => kinds.push(Some((Kind::CopyEnd, None))),
                 }
@@ -835,11 +917,11 @@ where
             sh.unsafe_encoding |= st.unsafe_encoding;
             for kind in kinds {
                 let (kind, refusal, seq) = match kind {
-                    Some((k @ Kind::Change(_), _)) => {
+                    Some((k @ Kind::Change(..), _)) => {
                         sh.unanswered_changes += 1;
                         (k, None, 0)
                     }
-                    Some((k @ (Kind::Sync | Kind::CopyEnd), _)) => (k, None, 0),
+                    Some((k @ (Kind::Sync | Kind::CopyEnd | Kind::Describe), _)) => (k, None, 0),
                     Some((kind, refusal)) => (kind, refusal, seqs.next().unwrap_or(0)),
                     None => {
                         seqs.next();
@@ -910,56 +992,53 @@ fn refusal_error(r: &Refusal) -> BytesMut {
 }
 
 /// Follows one inspected server message; returns what to send the client
-/// instead, when it must be rewritten.
+/// instead, when it must be rewritten. An error means the answer does not
+/// fit the messages the gateway sent: from there on it could judge one
+/// statement while the server runs another, so the session must end.
 fn on_server_message(
     tag: u8,
     body: &[u8],
     shared: &Shared,
     session: &SessionHandle,
     copy_in: &mut bool,
-) -> Option<BytesMut> {
+) -> Result<Option<BytesMut>, String> {
     let mut sh = shared.lock();
     if tag == b'S' {
         if let Some(("client_encoding", rest)) = cstr(body) {
             sh.reported_unsafe = cstr(rest).is_none_or(|(v, _)| unsafe_client_encoding(v));
             sh.unsafe_encoding |= sh.reported_unsafe;
         }
-        return None;
+        return Ok(None);
     }
     let sh = &mut *sh;
     let q = &mut sh.queue;
-    let mut replacement = None;
-    if *copy_in && matches!(tag, b'C' | b'E' | b'Z') {
-        // The copy is over: drop the Syncs the server ignored during it.
-        if let Some(end) = q.iter().position(|p| matches!(p.kind, Kind::CopyEnd)) {
-            let mut i = 0;
-            q.retain(|p| {
-                let keep = i > end || !matches!(p.kind, Kind::Sync | Kind::CopyEnd);
-                i += 1;
-                keep
-            });
-            *copy_in = false;
-        } else if tag == b'Z' {
-            *copy_in = false;
-        }
-    }
     // A CopyEnd left over from a copy the server already ended carries no response.
     while matches!(q.front().map(|p| &p.kind), Some(Kind::CopyEnd)) {
         q.pop_front();
     }
+    let mut replacement = None;
     match tag {
-        b'G' => *copy_in = true,
-        b'1' | b'2' | b'3' => {
-            if let Some(Pending {
-                kind: Kind::Change(_),
+        b'G' => {
+            if !matches!(front(q), Some(Kind::Simple | Kind::Extended)) {
+                return Err(unexpected(tag, q));
+            }
+            *copy_in = true;
+        }
+        b'1' | b'2' | b'3' => match q.front() {
+            Some(Pending {
+                kind: Kind::Change(_, answer),
                 ..
-            }) = q.front()
-            {
+            }) if *answer == tag => {
                 q.pop_front();
                 sh.unanswered_changes = sh.unanswered_changes.saturating_sub(1);
             }
-        }
+            _ => return Err(unexpected(tag, q)),
+        },
         b'C' | b'I' | b's' => {
+            if *copy_in && tag == b'C' {
+                end_copy(q, true)?;
+                *copy_in = false;
+            }
             let rows = if tag == b'C' {
                 command_rows(body)
             } else {
@@ -971,15 +1050,19 @@ fn on_server_message(
                     p.rows = rows;
                     complete(session, p, "ok");
                 }
-                Some(p) if matches!(p.kind, Kind::Simple) => {
+                Some(p) if matches!(p.kind, Kind::Simple) && tag != b's' => {
                     if let Some(r) = rows {
                         p.rows = Some(p.rows.unwrap_or(0) + r);
                     }
                 }
-                _ => {}
+                _ => return Err(unexpected(tag, q)),
             }
         }
         b'E' => {
+            if *copy_in {
+                end_copy(q, false)?;
+                *copy_in = false;
+            }
             let (code, message) = error_fields(body);
             let code = code.unwrap_or_else(|| "XX000".into());
             if let Some(p) = q.front() {
@@ -987,24 +1070,19 @@ fn on_server_message(
                     replacement = p.refusal.as_ref().map(refusal_error);
                 }
             }
-            if replacement.is_none() && message.is_some_and(|m| m.contains(REFUSED_PORTAL_PREFIX)) {
+            if replacement.is_none() && message.is_some_and(|m| mentions_stand_in(&m)) {
                 // A stand-in's error the pairing did not expect: never let
-                // the stand-in's name reach the client.
+                // the stand-in reach the client.
                 replacement = Some(refusal_error(&Refusal {
                     status: "blocked",
                     message: "sluice blocked this statement".into(),
                     detail: "refused by policy".into(),
                 }));
             }
-            if !matches!(q.front().map(|p| &p.kind), Some(Kind::Simple)) {
-                // An error in the extended protocol: the server skips
-                // everything up to the next Sync.
-                sh.skipping = true;
-            }
             match q.front_mut() {
                 // A Parse, Bind or Close that failed: the server did not apply it.
                 Some(Pending {
-                    kind: Kind::Change(id),
+                    kind: Kind::Change(id, _),
                     ..
                 }) => {
                     sh.failed_changes.push(*id);
@@ -1024,23 +1102,34 @@ fn on_server_message(
                             _ => {}
                         }
                     }
+                    // An error in the extended protocol: the server skips
+                    // everything up to the next Sync.
+                    sh.skipping = true;
                 }
                 Some(p) if matches!(p.kind, Kind::Extended) => {
                     let mut p = q.pop_front().expect("front exists");
                     p.error = Some(code);
                     complete(session, p, "error");
+                    sh.skipping = true;
+                }
+                Some(p) if matches!(p.kind, Kind::Describe) => {
+                    q.pop_front();
+                    sh.skipping = true;
                 }
                 Some(p) if matches!(p.kind, Kind::Simple) => p.error = Some(code),
+                // Committing at Sync failed (a deferred constraint), or the
+                // server ends the session unasked: nothing is skipped.
                 _ => {}
             }
         }
         b'Z' => {
+            if *copy_in {
+                return Err(unexpected(tag, q));
+            }
             while let Some(p) = q.pop_front() {
                 match p.kind {
-                    // An Execute still waiting at Sync was skipped after an error.
-                    Kind::Extended => complete(session, p, "skipped"),
-                    // So was a Query sent before the Sync: the server
-                    // discards it without an answer.
+                    // A Query sent before the Sync that ends an extended
+                    // error: the server discards it without an answer.
                     Kind::Simple if sh.skipping && p.error.is_none() => {
                         complete(session, p, "skipped")
                     }
@@ -1048,12 +1137,20 @@ fn on_server_message(
                         complete(session, p, "ok");
                         break;
                     }
-                    Kind::Change(id) => {
+                    Kind::Sync => break,
+                    Kind::CopyEnd => {}
+                    // The server answers each of these unless it skips it
+                    // after an error; one still waiting means the pairing broke.
+                    Kind::Extended | Kind::Describe | Kind::Change(..) if !sh.skipping => {
+                        q.push_front(p);
+                        return Err(unexpected(tag, q));
+                    }
+                    Kind::Extended => complete(session, p, "skipped"),
+                    Kind::Describe => {}
+                    Kind::Change(id, _) => {
                         sh.failed_changes.push(id);
                         sh.unanswered_changes = sh.unanswered_changes.saturating_sub(1);
                     }
-                    Kind::Sync => break,
-                    Kind::CopyEnd => {}
                 }
             }
             sh.skipping = false;
@@ -1068,7 +1165,75 @@ fn on_server_message(
     if matches!(tag, b'1' | b'2' | b'3' | b'E' | b'Z') {
         shared.answered();
     }
-    replacement
+    Ok(replacement)
+}
+
+/// Follows the answers to Describe, which only their tags tell apart:
+/// ParameterDescription, RowDescription and NoData.
+fn on_description(tag: u8, shared: &Shared) -> Result<(), String> {
+    let mut sh = shared.lock();
+    let q = &mut sh.queue;
+    while matches!(front(q), Some(Kind::CopyEnd)) {
+        q.pop_front();
+    }
+    match (tag, front(q)) {
+        // A statement's parameters; its columns follow.
+        (b't', Some(Kind::Describe)) => {}
+        // A simple Query's result set.
+        (b'T', Some(Kind::Simple)) => {}
+        (b'T' | b'n', Some(Kind::Describe)) => {
+            q.pop_front();
+        }
+        _ => return Err(unexpected(tag, q)),
+    }
+    Ok(())
+}
+
+fn front(q: &VecDeque<Pending>) -> Option<&Kind> {
+    q.front().map(|p| &p.kind)
+}
+
+/// Why a session is closed when an answer does not fit what was sent.
+fn unexpected(tag: u8, q: &VecDeque<Pending>) -> String {
+    format!(
+        "the target answered {:?} where the gateway expected an answer to {}",
+        tag as char,
+        match front(q) {
+            None => "nothing".to_string(),
+            Some(k) => format!("{k:?}"),
+        }
+    )
+}
+
+/// Settles the client's messages sent during a COPY FROM STDIN when the
+/// copy ends. The server ignores Syncs it reads in copy mode; after a
+/// completed copy that is every Sync sent before CopyDone. After an error
+/// it is those read before the error, which the gateway cannot tell from
+/// those read after it (and answered), so it refuses to guess.
+fn end_copy(q: &mut VecDeque<Pending>, completed: bool) -> Result<(), String> {
+    if !matches!(front(q), Some(Kind::Simple | Kind::Extended)) {
+        return Err(unexpected(if completed { b'C' } else { b'E' }, q));
+    }
+    let end = q.iter().position(|p| matches!(p.kind, Kind::CopyEnd));
+    let region = end.unwrap_or(q.len());
+    if completed {
+        if end.is_none() || q.range(1..region).any(|p| !matches!(p.kind, Kind::Sync)) {
+            return Err(unexpected(b'C', q));
+        }
+        // The Syncs and the CopyEnd got no answer of their own.
+        q.drain(1..=region);
+    } else if region > 1 {
+        return Err(
+            "an error ended a COPY FROM STDIN while the client had already sent a Sync or a command after the COPY: which of them the server read in copy mode (and ignored) cannot be known"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether an error message names a stand-in of a refused command.
+fn mentions_stand_in(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("sluice_refused")
 }
 
 async fn server_to_client<R, W>(
@@ -1120,23 +1285,50 @@ where
                 return "protocol error from target".into();
             }
             let total = len + 1;
-            if server_inspects(tag) && total <= MAX_INSPECTED {
+            let mut followed = Ok(None);
+            if matches!(tag, b'T' | b'n' | b't') {
+                // Only the tag matters: the message streams through.
+                followed = on_description(tag, &shared).map(|()| None);
+            } else if server_inspects(tag) && total > MAX_INSPECTED {
+                followed = Err(format!(
+                    "a {total}-byte {:?} message, larger than the gateway inspects",
+                    tag as char
+                ));
+            } else if server_inspects(tag) {
                 if buf.len() - pos < total {
                     // Grow as bytes arrive, not by what a header claims.
                     buf.reserve((total - (buf.len() - pos)).min(16 * READ_CHUNK));
                     break;
                 }
-                if let Some(replacement) = on_server_message(
+                followed = on_server_message(
                     tag,
                     &buf[pos + 5..pos + total],
                     &shared,
                     session,
                     &mut copy_in,
-                ) {
-                    edits.0.push((pos, pos + total, replacement));
+                );
+            }
+            match followed {
+                Ok(None) => {}
+                Ok(Some(replacement)) => edits.0.push((pos, pos + total, replacement)),
+                Err(why) => {
+                    tracing::error!(session = %session.id, %why, "lost track of the protocol state; closing the session");
+                    match edits.write(&mut client, &buf, pos).await {
+                        Ok(n) => *bytes_out += n as u64,
+                        Err(e) => return format!("client write error: {e}"),
+                    }
+                    return close_with_fatal(
+                        &mut client,
+                        true,
+                        "08P01",
+                        "sluice: the gateway lost track of this session's protocol state, so it cannot vouch for what would run next; the session is closed",
+                        format!("protocol state lost: {why}"),
+                        bytes_out,
+                    )
+                    .await;
                 }
-                pos += total;
-            } else if buf.len() - pos >= total {
+            }
+            if server_inspects(tag) || buf.len() - pos >= total {
                 pos += total;
             } else {
                 passthrough = total - (buf.len() - pos);
