@@ -128,6 +128,17 @@ fn patterns() -> &'static Patterns {
     })
 }
 
+/// Whether a field or key name says its value is a secret
+/// (`password`, `db_pwd`, `client_secret`, `api_key`, `refresh_token`, ...).
+pub fn names_a_secret(name: &str) -> bool {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"(?i)password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credential")
+            .expect("valid pattern")
+    })
+    .is_match(name)
+}
+
 impl Detectors {
     /// The built-in detectors and `custom` ones.
     pub fn new(custom: Vec<CustomDetector>) -> Detectors {

@@ -9,6 +9,7 @@ pub mod core;
 pub mod detect;
 pub mod journal;
 pub mod mask;
+pub mod masking;
 pub mod policy;
 pub mod secret;
 pub mod store;

@@ -102,6 +102,109 @@ impl Masker {
         Some((out, kinds))
     }
 
+    /// Masks a JSON document in place of its text: only string literals
+    /// (decoded first, so escapes cannot hide a value) and numbers change;
+    /// every string under a key that names a secret (`password`,
+    /// `api_key`, ...) is masked whole. The rest stays byte for byte, key
+    /// order and spacing included. `None` when nothing was found or the
+    /// text is not JSON.
+    pub fn mask_json(&self, text: &str) -> Option<(String, Vec<Kind>)> {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
+        let b = text.as_bytes();
+        let mut out = String::new();
+        let mut kinds = Vec::new();
+        let mut at = 0;
+        let mut i = 0;
+        let mut depth = 0usize;
+        // The container depth at which a secret key's value began.
+        let mut secret_from: Option<usize> = None;
+        let mut after_secret_key = false;
+        while i < b.len() {
+            let (end, replacement) = match b[i] {
+                b'"' => {
+                    let end = json_string_end(b, i)?;
+                    let decoded: String = serde_json::from_str(&text[i..end]).ok()?;
+                    let is_key = b[end..]
+                        .iter()
+                        .find(|c| !c.is_ascii_whitespace())
+                        .is_some_and(|&c| c == b':');
+                    let masked = if !is_key && (after_secret_key || secret_from.is_some()) {
+                        let style = match self.style(&Kind::Secret) {
+                            Style::Null => Style::Redact,
+                            s => s,
+                        };
+                        kinds.push(Kind::Secret);
+                        Some(self.render(style, &Kind::Secret, &decoded))
+                    } else {
+                        self.mask_text(&decoded).map(|(m, k)| {
+                            kinds.extend(k);
+                            m
+                        })
+                    };
+                    after_secret_key = is_key && crate::detect::names_a_secret(&decoded);
+                    (
+                        end,
+                        masked.map(|m| serde_json::Value::String(m).to_string()),
+                    )
+                }
+                b'-' | b'0'..=b'9' => {
+                    let end = i + b[i..]
+                        .iter()
+                        .position(|c| !matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                        .unwrap_or(b.len() - i);
+                    after_secret_key = false;
+                    // A number that is a card (say) becomes a string marker.
+                    let masked = self.mask_text(&text[i..end]).map(|(m, k)| {
+                        kinds.extend(k);
+                        serde_json::Value::String(m).to_string()
+                    });
+                    (end, masked)
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    if after_secret_key && secret_from.is_none() {
+                        secret_from = Some(depth);
+                    }
+                    after_secret_key = false;
+                    (i + 1, None)
+                }
+                b'}' | b']' => {
+                    if secret_from == Some(depth) {
+                        secret_from = None;
+                    }
+                    depth = depth.saturating_sub(1);
+                    (i + 1, None)
+                }
+                b't' | b'f' | b'n' => {
+                    after_secret_key = false;
+                    let end = i + b[i..]
+                        .iter()
+                        .position(|c| !c.is_ascii_alphabetic())
+                        .unwrap_or(b.len() - i);
+                    (end, None)
+                }
+                _ => (i + 1, None),
+            };
+            if let Some(r) = replacement {
+                out.push_str(&text[at..i]);
+                out.push_str(&r);
+                at = end;
+            }
+            i = end;
+        }
+        if kinds.is_empty() {
+            return None;
+        }
+        out.push_str(&text[at..]);
+        Some((out, kinds))
+    }
+
+    /// Renders a value of `kind` in `style` (`Null` renders as the marker,
+    /// for places a value cannot become NULL).
+    pub fn render_as(&self, style: Style, kind: &Kind, value: &str) -> String {
+        self.render(style, kind, value)
+    }
+
     fn render(&self, style: Style, kind: &Kind, value: &str) -> String {
         match style {
             Style::Redact | Style::Null => format!("[redacted:{}]", kind_name(kind)),
@@ -118,6 +221,20 @@ impl Masker {
             }
         }
     }
+}
+
+/// Where the JSON string literal starting at `start` (a quote) ends: the
+/// index just past its closing quote.
+fn json_string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// The kind's name in markers and records.
@@ -252,5 +369,24 @@ mod tests {
         );
         assert_eq!(kinds, vec![Kind::Card, Kind::Email]);
         assert_eq!(m.mask_text("order 1234567 shipped"), None);
+    }
+
+    #[test]
+    fn json_is_masked_inside_strings_and_under_secret_keys_and_otherwise_kept() {
+        let m = masker(Style::Redact);
+        let doc = r#"{"b": 1, "a": {"email": "jane@example.com", "n": [1.5e3, true, null]},
+  "db_password": "hunter2", "auth": {"api_key": ["x", "y"], "ok": "fine"},
+  "card": 4111111111111111, "esc": "jane\u0040example.com"}"#;
+        let (out, kinds) = m.mask_json(doc).unwrap();
+        assert_eq!(
+            out,
+            r#"{"b": 1, "a": {"email": "[redacted:email]", "n": [1.5e3, true, null]},
+  "db_password": "[redacted:secret]", "auth": {"api_key": ["[redacted:secret]", "[redacted:secret]"], "ok": "fine"},
+  "card": "[redacted:card]", "esc": "[redacted:email]"}"#
+        );
+        assert_eq!(kinds.len(), 6, "{kinds:?}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap();
+        assert_eq!(m.mask_json(r#"{"order": 1234567, "note": "fine"}"#), None);
+        assert_eq!(m.mask_json("not json jane@example.com"), None);
     }
 }

@@ -566,8 +566,15 @@ impl ClientState {
                 Undo::Portal(name, before) => (&mut self.portals, name, before),
             };
             let Some(before) = before else {
-                // Nothing was there: if the change did not apply, using the
-                // name fails on the server; what the change defined stays.
+                // Nothing was there as far as the gateway knows, yet the
+                // change failed: the server may hold something of that name
+                // the gateway never saw (a cursor a function opened).
+                map.insert(
+                    name.clone(),
+                    Prepared::unknown(format!(
+                        "{name:?}: the server refused to define it, so what it holds is unknown"
+                    )),
+                );
                 continue;
             };
             let either = match map.remove(&name) {
@@ -670,6 +677,26 @@ impl ClientState {
             // is not tracked further than this: its encoding change counts now.
             let inner = Arc::new(Classified::from(c.clone()));
             self.define(name, text, inner.classification.clone(), inner)?;
+        }
+        for (name, c) in &classified.declares {
+            // A DECLARE of a name that is taken fails: keep both.
+            let inner = Arc::new(Classified::from(c.clone()));
+            let cursor = Prepared {
+                text: Arc::from(text),
+                classification: inner.classification.clone(),
+                classified: inner,
+            };
+            let entry = match self.portals.remove(name) {
+                Some(old) => Prepared::either(&old, &cursor)?,
+                None if self.portals.len() >= MAX_TRACKED => {
+                    return Err(format!(
+                        "more than {MAX_TRACKED} open portals in one session"
+                    ))
+                }
+                None => cursor,
+            };
+            self.track(name.len() + entry.text.len())?;
+            self.portals.insert(name.clone(), Arc::new(entry));
         }
         // DEALLOCATE and DISCARD ALL are not followed: they can fail (DISCARD
         // ALL inside a transaction does), and forgetting a statement the
@@ -837,7 +864,7 @@ where
                 // error up to Sync). Clients that wait for answers never wait here.
                 if !st.batch_open
                     && !st.undo.is_empty()
-                    && matches!(tag, b'P' | b'B' | b'E' | b'C' | b'Q' | b'F')
+                    && matches!(tag, b'P' | b'B' | b'E' | b'C' | b'D' | b'Q' | b'F')
                 {
                     settle = true;
                     break;
@@ -1251,6 +1278,8 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut passthrough = 0usize;
+    // Bytes of a withheld message still to drop.
+    let mut discard = 0usize;
     let mut copy_in = false;
     let mut edits = Edits::default();
     let invalidated = watch.wait();
@@ -1275,6 +1304,11 @@ where
             Ok(_) => {}
             Err(e) => return format!("target read error: {e}"),
         }
+        if discard > 0 {
+            let d = discard.min(buf.len());
+            buf.advance(d);
+            discard -= d;
+        }
         let mut pos = passthrough.min(buf.len());
         passthrough -= pos;
         while buf.len() - pos >= 5 {
@@ -1286,9 +1320,33 @@ where
             }
             let total = len + 1;
             let mut followed = Ok(None);
+            let mut end = pos + total;
             if matches!(tag, b'T' | b'n' | b't') {
                 // Only the tag matters: the message streams through.
                 followed = on_description(tag, &shared).map(|()| None);
+            } else if tag == b'E' && total > MAX_INSPECTED {
+                // An error echoing a huge value: paired by its SQLSTATE (in
+                // the first fields), its text withheld rather than buffered.
+                let prefix = 5 + 4096;
+                if buf.len() - pos < prefix {
+                    buf.reserve(prefix);
+                    break;
+                }
+                let code = crate::wire::error_fields(&buf[pos + 5..pos + prefix])
+                    .0
+                    .unwrap_or_else(|| "XX000".into());
+                let mut withheld = BytesMut::new();
+                error_response(
+                    &mut withheld,
+                    "ERROR",
+                    &code,
+                    &format!("sluice: the server's error message was {total} bytes, too large to pass through; its text is withheld"),
+                    None,
+                );
+                followed = on_server_message(tag, &withheld[5..], &shared, session, &mut copy_in)
+                    .map(|r| Some(r.unwrap_or(withheld)));
+                end = buf.len().min(pos + total);
+                discard = pos + total - end;
             } else if server_inspects(tag) && total > MAX_INSPECTED {
                 followed = Err(format!(
                     "a {total}-byte {:?} message, larger than the gateway inspects",
@@ -1310,7 +1368,7 @@ where
             }
             match followed {
                 Ok(None) => {}
-                Ok(Some(replacement)) => edits.0.push((pos, pos + total, replacement)),
+                Ok(Some(replacement)) => edits.0.push((pos, end, replacement)),
                 Err(why) => {
                     tracing::error!(session = %session.id, %why, "lost track of the protocol state; closing the session");
                     match edits.write(&mut client, &buf, pos).await {
@@ -1328,7 +1386,9 @@ where
                     .await;
                 }
             }
-            if server_inspects(tag) || buf.len() - pos >= total {
+            if discard > 0 {
+                pos = end;
+            } else if server_inspects(tag) || buf.len() - pos >= total {
                 pos += total;
             } else {
                 passthrough = total - (buf.len() - pos);

@@ -35,6 +35,8 @@ pub struct Classified {
     pub prepares: Vec<(String, Classification)>,
     /// `EXECUTE name` of statements prepared in an earlier message.
     pub executes: Vec<String>,
+    /// `DECLARE name CURSOR ...`: portals it opens, with what they run.
+    pub declares: Vec<(String, Classification)>,
     /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL` and `DISCARD ALL`.
     pub deallocates: Vec<Option<String>>,
     /// It may change `client_encoding`, which changes how later messages'
@@ -177,6 +179,7 @@ impl Classifier {
         out: &mut Classified,
     ) -> Classification {
         let mut scan = Scan::new(&self.functions, true);
+        let mut cursor = None;
         match node {
             NodeEnum::ExplainStmt(e) => {
                 // EXPLAIN plans without running; EXPLAIN ANALYZE runs.
@@ -316,6 +319,7 @@ impl Classifier {
                 scan.effect(Class::Destructive);
                 scan.drop_kind = Some(d.remove_type);
             }
+            NodeEnum::DeclareCursorStmt(d) => cursor = Some(d.portalname.clone()),
             _ => {}
         }
         walk::walk(node, &mut scan);
@@ -340,7 +344,11 @@ impl Classifier {
         if scan.changes_encoding {
             out.changes_encoding = true;
         }
-        scan.finish()
+        let c = scan.finish();
+        if let Some(name) = cursor {
+            out.declares.push((name, c.clone()));
+        }
+        c
     }
 }
 
@@ -368,6 +376,7 @@ impl Classified {
         Arc::make_mut(&mut self.classification).merge(&other.classification);
         self.prepares.extend(other.prepares.iter().cloned());
         self.executes.extend(other.executes.iter().cloned());
+        self.declares.extend(other.declares.iter().cloned());
         self.deallocates.extend(other.deallocates.iter().cloned());
         self.changes_encoding |= other.changes_encoding;
     }
@@ -401,6 +410,7 @@ impl From<Classification> for Classified {
             classification: Arc::new(classification),
             prepares: vec![],
             executes: vec![],
+            declares: vec![],
             deallocates: vec![],
             changes_encoding: false,
             parse_failed: false,
