@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
+use sluice_core::detect::{Checksum, CustomDetector, Detectors, Kind};
+use sluice_core::mask::{Masker, Style};
+use sluice_core::masking::{ColumnRule, Masking};
 use sluice_core::{Class, Connection, PolicyConfig, PolicySource, Secret, TargetTls};
 
 /// The whole file.
@@ -21,6 +24,8 @@ pub struct Config {
     pub connections: Vec<ConnectionSection>,
     #[serde(default)]
     pub policy: PolicySection,
+    #[serde(default)]
+    pub masking: MaskingSection,
     /// Where the file was read from; relative paths resolve against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -88,6 +93,51 @@ pub struct PolicySection {
     /// Group name to members (principal or agent names).
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
+}
+
+/// `[masking]`: how sensitive values are masked. Who sees clear values is
+/// policy's decision (the `unmask` action).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingSection {
+    /// Style for kinds without their own: `{ style = "redact" }` (the
+    /// default), `{ style = "partial", keep = 4 }`, `{ style = "hash" }`, `{ style = "null" }`.
+    pub default_style: Option<Style>,
+    /// Style per kind (`email`, `card`, ..., or a custom detector's name).
+    #[serde(default)]
+    pub styles: BTreeMap<String, Style>,
+    /// The key that makes `hash` deterministic; gateways sharing a store
+    /// should share it. Created in the data directory when unset.
+    pub key_file: Option<PathBuf>,
+    /// Columns marked sensitive whatever their values look like.
+    #[serde(default)]
+    pub columns: Vec<ColumnRuleSection>,
+    /// Detectors of the user's own.
+    #[serde(default)]
+    pub detectors: Vec<DetectorSection>,
+}
+
+/// `[[masking.columns]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnRuleSection {
+    /// `schema.table.column`, globs allowed (`public.customers.email`, `*.*.ssn`).
+    pub column: String,
+    /// What it holds: a detector kind or a label of your own (`salary`).
+    pub kind: String,
+    /// Overrides the kind's style.
+    pub style: Option<Style>,
+}
+
+/// `[[masking.detectors]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSection {
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax).
+    pub pattern: String,
+    /// `luhn` or `mod97`: matches must pass it.
+    pub checksum: Option<Checksum>,
 }
 
 /// `[postgres]`
@@ -319,6 +369,35 @@ impl Config {
             },
             groups: self.policy.groups.clone(),
         }
+    }
+
+    /// The masking configuration, checked; `key` makes hashes deterministic.
+    pub fn masking(&self, key: [u8; 32]) -> Result<Masking> {
+        let m = &self.masking;
+        let custom = m
+            .detectors
+            .iter()
+            .map(|d| {
+                CustomDetector::new(&d.name, &d.pattern, d.checksum)
+                    .map_err(|e| anyhow!("{}: [[masking.detectors]]: {e}", self.source))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let styles = m.styles.iter().map(|(k, s)| (Kind::named(k), *s)).collect();
+        let columns = m
+            .columns
+            .iter()
+            .map(|c| {
+                ColumnRule::new(&c.column, Kind::named(&c.kind), c.style)
+                    .map_err(|e| anyhow!("{}: [[masking.columns]]: {e}", self.source))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let masker = Masker::new(
+            Detectors::new(custom),
+            styles,
+            m.default_style.unwrap_or(Style::Redact),
+            key,
+        );
+        Ok(Masking::new(masker, columns))
     }
 
     /// The `[postgres.functions]` table, with its classes checked.

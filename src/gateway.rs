@@ -47,6 +47,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         connections,
         cfg.gateway.max_token_ttl,
         cfg.policy_config(),
+        cfg.masking(masking_key(&cfg, &data_dir)?)?,
     )
     .map_err(|e| anyhow::anyhow!("{}: invalid policy: {e}", cfg.source))?;
     core.spawn_revocation_watch(Duration::from_secs(1));
@@ -143,6 +144,25 @@ async fn ensure_admin_credential(core: &Arc<Core>, data_dir: &std::path::Path) -
         path.display()
     );
     Ok(())
+}
+
+/// The key that makes hashed masks deterministic: from `[masking] key_file`,
+/// or created (random, mode 0600) in the data directory on first start.
+fn masking_key(cfg: &crate::config::Config, data_dir: &std::path::Path) -> Result<[u8; 32]> {
+    let path = match &cfg.masking.key_file {
+        Some(p) => cfg.resolve(p),
+        None => data_dir.join("masking.key"),
+    };
+    let parse = |text: &str| -> Option<[u8; 32]> { hex::decode(text.trim()).ok()?.try_into().ok() };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return parse(&text).with_context(|| format!("{}: expected 64 hex digits", path.display()));
+    }
+    if cfg.masking.key_file.is_some() {
+        anyhow::bail!("cannot read the masking key {}", path.display());
+    }
+    let key: [u8; 32] = rand::random();
+    sluice_pg::tls::write_private(&path, format!("{}\n", hex::encode(key)).as_bytes())?;
+    Ok(key)
 }
 
 /// This gateway's stable identity, which names its journal in a shared store.

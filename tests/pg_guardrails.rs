@@ -217,8 +217,8 @@ fn refusals_keep_the_session_and_transaction_state_right() {
     let (tags, codes) = read_until_ready(&mut s);
     assert_eq!(
         String::from_utf8(tags).unwrap(),
-        "12DC12EZ",
-        "parse, bind, row, complete; parse, bind, error; nothing more until ready"
+        "12DC1EZ",
+        "parse, bind, row, complete; parse, then the refused bind's error; nothing more until ready"
     );
     assert_eq!(codes, vec!["42501"]);
     // A named statement prepared earlier does not change what a name runs.
@@ -616,11 +616,13 @@ fn statements_and_portals_are_tracked_as_the_server_has_them() {
     let (tags, codes) = tags_codes(&mut s);
     assert_eq!(
         (tags.as_str(), codes),
-        ("2EZ", vec!["42501".to_string()]),
-        "the DELETE is still refused"
+        ("EZ", vec!["42501".to_string()]),
+        "the DELETE is still refused (at its Bind)"
     );
 
-    // A failed Bind (the portal exists) leaves the portal as it was.
+    // Binding a refused statement is refused (a bound portal could be run
+    // by SQL FETCH as well as by Execute), and the portal's name then runs
+    // nothing the gateway would guess at.
     s.write_all(&query_msg("BEGIN")).unwrap();
     tags_codes(&mut s);
     s.write_all(
@@ -632,23 +634,15 @@ fn statements_and_portals_are_tracked_as_the_server_has_them() {
         .concat(),
     )
     .unwrap();
-    assert_eq!(tags_codes(&mut s).1, Vec::<String>::new());
-    s.write_all(&query_msg("SAVEPOINT s")).unwrap();
-    tags_codes(&mut s);
-    s.write_all(&[parse_msg("r", "SELECT 1"), bind_msg("p", "r"), sync_msg()].concat())
-        .unwrap();
-    assert_eq!(tags_codes(&mut s).1, vec!["42P03"]);
-    s.write_all(&query_msg("ROLLBACK TO SAVEPOINT s")).unwrap();
-    tags_codes(&mut s);
-    s.write_all(&[execute_msg("p"), sync_msg()].concat())
-        .unwrap();
     assert_eq!(
-        tags_codes(&mut s).1,
-        vec!["42501"],
-        "portal p still holds the DELETE"
+        tags_codes(&mut s),
+        ("1EZ".to_string(), vec!["42501".into()])
     );
     s.write_all(&query_msg("ROLLBACK")).unwrap();
     tags_codes(&mut s);
+    s.write_all(&[execute_msg("p"), sync_msg()].concat())
+        .unwrap();
+    assert_eq!(tags_codes(&mut s).1, vec!["42501"], "portal p is unknown");
 
     // A Query the server discards after an error (before Sync) gets no
     // answer; the pairing holds, and no stand-in's name reaches the client.
@@ -668,7 +662,7 @@ fn statements_and_portals_are_tracked_as_the_server_has_them() {
     )
     .unwrap();
     let (tags, codes) = tags_codes(&mut s);
-    assert_eq!((tags.as_str(), codes), ("12EZ", vec!["42501".to_string()]));
+    assert_eq!((tags.as_str(), codes), ("1EZ", vec!["42501".to_string()]));
     s.write_all(&query_msg("SELECT 2")).unwrap();
     assert_eq!(tags_codes(&mut s).0, "TDCZ");
 
@@ -825,7 +819,7 @@ fn answers_that_do_not_fit_close_the_session_instead_of_being_guessed() {
     .unwrap();
     assert_eq!(
         tags_codes(&mut s),
-        ("tn2EZ".to_string(), vec!["42501".into()]),
+        ("tnEZ".to_string(), vec!["42501".into()]),
         "s1 is still the DELETE on the server"
     );
     assert_eq!(orders(), "100");
@@ -853,6 +847,31 @@ fn answers_that_do_not_fit_close_the_session_instead_of_being_guessed() {
                     .contains("DECLARE p1 CURSOR"))),
         "the Execute of p1 is recorded as the cursor's statement"
     );
+
+    // A bound portal can be run by SQL FETCH/MOVE as well as by Execute:
+    // the Bind is judged, and FETCH from a portal is judged as what it holds.
+    s.write_all(
+        &[
+            parse_msg("", "DELETE FROM orders RETURNING id"),
+            bind_msg("pd", ""),
+            query_msg("MOVE ALL IN pd"),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(
+        tags_codes(&mut s),
+        ("1EZ".to_string(), vec!["42501".into()]),
+        "refused at the Bind; the server skips the MOVE"
+    );
+    s.write_all(&query_msg("FETCH ALL FROM pd")).unwrap();
+    assert_eq!(
+        tags_codes(&mut s).1,
+        vec!["42501"],
+        "a portal the session never opened runs something unknown"
+    );
+    assert_eq!(orders(), "100");
 
     // COPY FROM STDIN: a data error with Syncs sent inside the copy cannot
     // be paired (the server ignores those it reads in copy mode).

@@ -220,6 +220,9 @@ pub struct CommandOutcome {
     pub status: String,
     /// Time from forwarding to completion, in microseconds.
     pub duration_us: u64,
+    /// Values masked in what it returned, by kind; never the values.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub masked: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::audit::EventDraft;
 use crate::journal::Journal;
+use crate::masking::Masking;
 use crate::policy::{Decision, Effect, PolicyEngine, PolicySource, Principal, SessionDecider};
 use crate::store::{SessionRecord, StoreError, TokenRecord};
 use crate::time::now_ms;
@@ -110,6 +111,7 @@ pub struct Core {
     policy: RwLock<Arc<PolicyEngine>>,
     policy_source: PolicySource,
     groups: BTreeMap<String, Vec<String>>,
+    masking: Arc<Masking>,
 }
 
 /// Where the core's policies come from, and the groups they refer to.
@@ -130,6 +132,7 @@ impl Core {
         connections: Vec<Connection>,
         max_ttl: Duration,
         policy: PolicyConfig,
+        masking: Masking,
     ) -> Result<Arc<Core>, String> {
         let engine = PolicyEngine::load(&policy.source, &policy.groups)?;
         let (revocations, _) = broadcast::channel(1024);
@@ -145,6 +148,7 @@ impl Core {
             policy: RwLock::new(Arc::new(engine)),
             policy_source: policy.source,
             groups: policy.groups,
+            masking: Arc::new(masking),
         }))
     }
 
@@ -423,6 +427,7 @@ impl Core {
             outcome: "open".into(),
         };
         self.store.insert_session(rec.clone()).await?;
+        let unmask = engine.decide_unmask(&entities, now_ms());
         let handle = SessionHandle {
             core: self.clone(),
             id: rec.id,
@@ -434,6 +439,7 @@ impl Core {
             commands: AtomicU64::new(0),
             connection_config: grant.connection.clone(),
             policy: Mutex::new(SessionDecider::new(engine, entities)),
+            masking: (unmask.effect != Effect::Allow).then(|| self.masking.clone()),
         };
         let mut start =
             json!({"protocol": protocol, "client_addr": client_addr, "token_id": grant.token_id});
@@ -441,6 +447,11 @@ impl Core {
             start["decision"] = json!(connect);
         }
         self.record(handle.event("session.start", start)).await?;
+        if unmask.effect == Effect::Allow {
+            // Clear values are an exception worth a record of its own.
+            self.record(handle.event("session.unmasked", json!({ "decision": unmask })))
+                .await?;
+        }
         Ok(handle)
     }
 
@@ -493,6 +504,9 @@ pub struct SessionHandle {
     commands: AtomicU64,
     connection_config: Arc<Connection>,
     policy: Mutex<SessionDecider>,
+    /// How results are masked; `None` when policy lets the principal see
+    /// clear values.
+    pub masking: Option<Arc<Masking>>,
 }
 
 /// Watches one token for expiry and revocation.

@@ -57,6 +57,38 @@ pub struct CustomDetector {
     pub checksum: Option<Checksum>,
 }
 
+impl CustomDetector {
+    /// A detector from configuration; the error names it.
+    pub fn new(name: &str, pattern: &str, checksum: Option<Checksum>) -> Result<Self, String> {
+        if name.is_empty() {
+            return Err("a detector needs a name".into());
+        }
+        let pattern = Regex::new(pattern).map_err(|e| format!("detector {name:?}: {e}"))?;
+        Ok(CustomDetector {
+            name: name.to_string(),
+            pattern,
+            checksum,
+        })
+    }
+}
+
+impl Kind {
+    /// The kind a name in configuration means: a built-in detector's
+    /// (`email`, `card`, ...), else a label of the user's own.
+    pub fn named(name: &str) -> Kind {
+        match name {
+            "email" => Kind::Email,
+            "card" => Kind::Card,
+            "ssn" => Kind::Ssn,
+            "phone" => Kind::Phone,
+            "iban" => Kind::Iban,
+            "ip" => Kind::Ip,
+            "secret" => Kind::Secret,
+            other => Kind::Custom(other.to_string()),
+        }
+    }
+}
+
 /// One sensitive value found in a text: the byte range to mask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {

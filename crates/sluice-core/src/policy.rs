@@ -10,9 +10,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode,
-    Validator,
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -333,6 +333,46 @@ impl PolicyEngine {
         nothing.flags.statements = 0;
         let ctx = command_context(&ent.protocol, "connect", &nothing, now_ms);
         self.decide_actions(ent, &["connect"], || ctx.clone())
+    }
+
+    /// Decides whether the principal sees clear values. Only a permit that
+    /// names the `unmask` action counts: a catch-all `permit (principal,
+    /// action, resource)` written for commands must not switch masking off.
+    pub fn decide_unmask(&self, ent: &PolicyEntities, now_ms: i64) -> Decision {
+        let mut nothing = Classification::default();
+        nothing.flags.statements = 0;
+        let ctx = command_context(&ent.protocol, "unmask", &nothing, now_ms);
+        let mut d = self.evaluate(&self.enforced, ent, "unmask", ctx);
+        if d.effect == Effect::Allow {
+            let named: Vec<String> = d
+                .policies
+                .iter()
+                .filter(|id| {
+                    self.enforced
+                        .policy(&PolicyId::new(id.as_str()))
+                        .is_some_and(|p| !matches!(p.action_constraint(), ActionConstraint::Any))
+                })
+                .cloned()
+                .collect();
+            if named.is_empty() {
+                d.effect = Effect::Block;
+                d.reason = "no policy grants \"unmask\" by name, so values are masked".into();
+                d.policies.clear();
+            } else {
+                d.reason = named
+                    .iter()
+                    .filter_map(|id| {
+                        self.annotations
+                            .get(&PolicyId::new(id.as_str()))?
+                            .reason
+                            .clone()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                d.policies = named;
+            }
+        }
+        d
     }
 
     /// Decides a classified command: each effect is evaluated as an action
@@ -728,6 +768,46 @@ mod tests {
             (s.effect, s.policies.as_slice()),
             (Effect::Block, &["no-ddl-for-agents".to_string()][..])
         );
+    }
+
+    #[test]
+    fn clear_values_need_a_permit_that_names_unmask() {
+        let human = |name: &str| Principal {
+            name: name.into(),
+            actor: None,
+        };
+        let groups = BTreeMap::from([("pii-readers".to_string(), vec!["carol".to_string()])]);
+        let engine = PolicyEngine::load(&PolicySource::Default, &groups).unwrap();
+        let c = conn(&[("env", "prod")], false);
+        let carol = engine.decide_unmask(&engine.entities(&human("carol"), &c), 0);
+        assert_eq!(carol.effect, Effect::Allow);
+        assert_eq!(
+            carol.policies,
+            vec!["clear-values-for-pii-readers".to_string()]
+        );
+        assert_eq!(
+            engine
+                .decide_unmask(&engine.entities(&human("dave"), &c), 0)
+                .effect,
+            Effect::Block
+        );
+        // An agent acting for a cleared human is still masked.
+        let agent = Principal {
+            name: "carol".into(),
+            actor: Some("agent:claude".into()),
+        };
+        assert_eq!(
+            engine.decide_unmask(&engine.entities(&agent, &c), 0).effect,
+            Effect::Block
+        );
+        // A catch-all permit written for commands does not unmask.
+        let engine = PolicyEngine::from_texts(
+            &[("t".into(), "permit (principal, action, resource);".into())],
+            &BTreeMap::new(),
+        )
+        .unwrap();
+        let d = engine.decide_unmask(&engine.entities(&human("dave"), &c), 0);
+        assert_eq!(d.effect, Effect::Block, "{}", d.reason);
     }
 
     #[test]

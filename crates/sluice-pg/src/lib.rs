@@ -4,6 +4,7 @@
 
 pub mod cancel;
 pub mod classify;
+pub mod mask;
 pub mod relay;
 pub mod target;
 pub mod tls;

@@ -12,11 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
+use sluice_core::masking::{MaskCounts, Masking};
 use sluice_core::{Classification, Command, CommandOutcome, Effect, SessionHandle, TokenWatch};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::classify::{Classified, Classifier};
+use crate::mask::{Column, Plan};
 use crate::wire::{command_rows, cstr, error_fields, error_response, error_response_with_detail};
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -65,6 +67,10 @@ struct Pending {
     error: Option<String>,
     /// Set when policy refused it and a failing stand-in was sent instead.
     refusal: Option<Refusal>,
+    /// Values masked in its results.
+    masked: MaskCounts,
+    /// An Execute's or Describe's result columns.
+    result: Option<ResultRows>,
 }
 
 /// What both halves of a relay share.
@@ -218,28 +224,53 @@ struct Prepared {
     classification: Arc<Classification>,
     /// What running it does to session state (see [`ClientState::follow`]).
     classified: Arc<Classified>,
+    /// Its result columns, once a Describe's answer told them (shared by
+    /// the statement and the portals bound to it).
+    shape: Shape,
+    /// For a portal: the result formats its Bind asked for.
+    formats: Option<Arc<[i16]>>,
+}
+
+/// Result columns of a statement, learned from RowDescription.
+type Shape = Arc<Mutex<Option<Arc<[Column]>>>>;
+
+/// What decoding an Execute's rows needs: the columns and their formats.
+#[derive(Clone)]
+struct ResultRows {
+    shape: Shape,
+    formats: Option<Arc<[i16]>>,
 }
 
 impl Prepared {
     /// A statement that is one of two definitions, the server's choice
     /// unknown here: it carries the effects of both.
-    fn either(first: &Prepared, second: &Prepared) -> Result<Prepared, String> {
-        let text = format!(
-            "{}\n-- sluice: or, if the definition above is not the one the server holds:\n{}",
-            first.text, second.text
-        );
-        if text.len() > MAX_INSPECTED {
-            return Err("a prepared statement was redefined too often".into());
-        }
+    fn either(first: &Prepared, second: &Prepared) -> Prepared {
+        let text = if first.text == second.text {
+            first.text.to_string()
+        } else if first.text.len() + second.text.len() > MAX_EITHER_TEXT {
+            // Effects are always kept in full; texts only within a bound.
+            format!(
+                "{}\n-- sluice: or other definitions, whose texts are not kept",
+                capped(&first.text)
+            )
+        } else {
+            format!(
+                "{}\n-- sluice: or, if the definition above is not the one the server holds:\n{}",
+                first.text, second.text
+            )
+        };
         let mut classification = (*first.classification).clone();
         classification.merge(&second.classification);
         let mut classified = (*first.classified).clone();
         classified.merge(&second.classified);
-        Ok(Prepared {
+        Prepared {
             text: Arc::from(text),
             classification: Arc::new(classification),
             classified: Arc::new(classified),
-        })
+            // Which definition's columns the rows have is unknown.
+            shape: Shape::default(),
+            formats: None,
+        }
     }
 
     fn unknown(what: String) -> Arc<Prepared> {
@@ -248,7 +279,16 @@ impl Prepared {
             text: Arc::from(format!("-- sluice: {what}")),
             classification: classified.classification.clone(),
             classified,
+            shape: Shape::default(),
+            formats: None,
         })
+    }
+
+    fn rows(&self) -> ResultRows {
+        ResultRows {
+            shape: self.shape.clone(),
+            formats: self.formats.clone(),
+        }
     }
 }
 
@@ -292,6 +332,22 @@ impl Undo {
 /// random one, so a name seen once is of no use again.
 const REFUSED_PORTAL_PREFIX: &str = "sluice_refused_";
 
+/// Longest text kept for a name whose definition is one of several.
+const MAX_EITHER_TEXT: usize = 64 * 1024;
+
+/// Text kept for a statement known by another message's record.
+fn capped(text: &str) -> String {
+    const KEEP: usize = 4096;
+    if text.len() <= KEEP {
+        return text.to_string();
+    }
+    let mut end = KEEP;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n-- sluice: (text cut at {KEEP} bytes)", &text[..end])
+}
+
 /// Most statement text one session may keep prepared.
 const MAX_TRACKED_BYTES: usize = 64 * 1024 * 1024;
 
@@ -308,13 +364,15 @@ struct Refusal {
 
 enum Op {
     /// A command that gets a response to pair its outcome with; refused
-    /// commands are replaced on the wire by one that fails harmlessly.
-    Command(Command, Kind, Option<Refusal>),
+    /// commands are replaced on the wire by one that fails harmlessly. An
+    /// Execute carries what decoding its rows needs.
+    Command(Command, Kind, Option<Refusal>, Option<ResultRows>),
     /// A record with no outcome of its own (a named prepare).
     Record(Command),
     /// A Parse, Bind or Close, answered by its own completion message.
     Change(u64, u8),
-    Describe,
+    /// A Describe, with the columns it will tell (for masking later rows).
+    Describe(Option<Shape>),
     Sync,
     CopyEnd,
 }
@@ -385,8 +443,10 @@ fn decode_client_message(
         b'Q' => {
             let (text, _) = cstr(body).ok_or_else(|| bad("Query"))?;
             let classified = guard.classify(text, st.unsafe_encoding);
-            let classification =
-                classified.resolve(|n| st.prepared.get(n).map(|p| &*p.classification));
+            let classification = classified.resolve_in(
+                |n| st.prepared.get(n).map(|p| &*p.classification),
+                |n| st.portals.get(n).map(|p| &*p.classification),
+            );
             let mut cmd = command("simple", text.to_string());
             let refusal = guard.decide(&mut cmd, classification);
             if refusal.is_none() {
@@ -399,7 +459,7 @@ fn decode_client_message(
                 crate::wire::query(&mut b, "SLUICE_REFUSED_THIS_STATEMENT");
                 b
             });
-            ops.push(Op::Command(cmd, Kind::Simple, refusal));
+            ops.push(Op::Command(cmd, Kind::Simple, refusal, None));
             return Ok(replacement);
         }
         b'P' => {
@@ -420,6 +480,8 @@ fn decode_client_message(
                 text: Arc::from(text),
                 classification,
                 classified,
+                shape: Shape::default(),
+                formats: None,
             });
             st.track(name.len() + text.len())?;
             let previous = st.prepared.insert(name.to_string(), entry);
@@ -432,15 +494,42 @@ fn decode_client_message(
         }
         b'B' => {
             let (portal, rest) = cstr(body).ok_or_else(|| bad("Bind"))?;
-            let (stmt, _) = cstr(rest).ok_or_else(|| bad("Bind"))?;
-            let prepared = st.prepared.get(stmt).cloned().unwrap_or_else(|| {
+            let (stmt, rest) = cstr(rest).ok_or_else(|| bad("Bind"))?;
+            let statement = st.prepared.get(stmt).cloned().unwrap_or_else(|| {
                 Prepared::unknown(format!("unknown prepared statement {stmt:?}"))
             });
-            if st.portals.len() >= MAX_TRACKED && !st.portals.contains_key(portal) {
-                return Err(format!(
-                    "more than {MAX_TRACKED} open portals in one session"
+            // Binding plans the statement (which can run functions), and SQL
+            // FETCH or MOVE can run a bound portal as well as Execute can:
+            // the statement is judged here too.
+            let mut cmd = command("bind", statement.text.to_string());
+            let classification = st.resolved(&statement);
+            if let Some(refusal) = guard.decide(&mut cmd, classification) {
+                let before = st.portals.get(portal).cloned();
+                let Op::Change(id, answer) =
+                    st.change(Undo::Portal(portal.to_string(), before), b'2')?
+                else {
+                    unreachable!("a change is a change");
+                };
+                ops.push(Op::Command(
+                    cmd,
+                    Kind::Change(id, answer),
+                    Some(refusal),
+                    None,
                 ));
+                // Binds a statement no client can have prepared: it fails on
+                // the server, which then skips the batch as after any error.
+                let mut b = BytesMut::new();
+                crate::wire::bind(&mut b, portal, &stand_in_name());
+                return Ok(Some(b));
             }
+            let prepared = Arc::new(Prepared {
+                text: statement.text.clone(),
+                classification: statement.classification.clone(),
+                classified: statement.classified.clone(),
+                shape: statement.shape.clone(),
+                formats: result_formats(rest).map(Arc::from),
+            });
+            st.make_room_for_portal(portal);
             st.track(portal.len())?;
             let previous = st.portals.insert(portal.to_string(), prepared);
             ops.push(st.change(Undo::Portal(portal.to_string(), previous), b'2')?);
@@ -453,32 +542,22 @@ fn decode_client_message(
                 .cloned()
                 .unwrap_or_else(|| Prepared::unknown(format!("unknown portal {portal:?}")));
             let mut cmd = command("extended", prepared.text.to_string());
-            let mut classification = prepared.classification.clone();
-            if !prepared.classified.executes.is_empty() {
-                // EXECUTE of a statement prepared elsewhere: what runs is
-                // what the name holds now, or what it held when this was
-                // prepared.
-                let now = prepared
-                    .classified
-                    .resolve(|n| st.prepared.get(n).map(|p| &*p.classification));
-                let mut both = (*classification).clone();
-                both.merge(&now);
-                classification = Arc::new(both);
-            }
+            let classification = st.resolved(&prepared);
             let refusal = guard.decide(&mut cmd, classification);
             if refusal.is_none() {
                 st.follow(&prepared.classified, &prepared.text)?;
             }
             let replacement = refusal.as_ref().map(|_| {
                 let mut b = BytesMut::new();
-                let name = format!(
-                    "{REFUSED_PORTAL_PREFIX}{}",
-                    hex::encode(rand::random::<[u8; 16]>())
-                );
-                crate::wire::execute(&mut b, &name);
+                crate::wire::execute(&mut b, &stand_in_name());
                 b
             });
-            ops.push(Op::Command(cmd, Kind::Extended, refusal));
+            ops.push(Op::Command(
+                cmd,
+                Kind::Extended,
+                refusal,
+                Some(prepared.rows()),
+            ));
             return Ok(replacement);
         }
         b'C' => {
@@ -491,7 +570,15 @@ fn decode_client_message(
             ops.push(st.change(undo, b'3')?);
         }
         b'S' => ops.push(Op::Sync),
-        b'D' => ops.push(Op::Describe),
+        b'D' => {
+            let (&what, rest) = body.split_first().ok_or_else(|| bad("Describe"))?;
+            let (name, _) = cstr(rest).ok_or_else(|| bad("Describe"))?;
+            let described = match what {
+                b'S' => st.prepared.get(name),
+                _ => st.portals.get(name),
+            };
+            ops.push(Op::Describe(described.map(|p| p.shape.clone())));
+        }
         b'c' | b'f' => ops.push(Op::CopyEnd),
         b'F' => {
             let oid = body
@@ -525,7 +612,7 @@ fn decode_client_message(
                 crate::wire::function_call(&mut b, 0);
                 b
             });
-            ops.push(Op::Command(cmd, Kind::Simple, refusal));
+            ops.push(Op::Command(cmd, Kind::Simple, refusal, None));
             return Ok(replacement);
         }
         _ => {}
@@ -533,7 +620,32 @@ fn decode_client_message(
     Ok(None)
 }
 
+/// A new stand-in name for a refused command: a portal or statement name
+/// no client can know, so using it fails on the server.
+fn stand_in_name() -> String {
+    format!(
+        "{REFUSED_PORTAL_PREFIX}{}",
+        hex::encode(rand::random::<[u8; 16]>())
+    )
+}
+
 impl ClientState {
+    /// What running a prepared statement (or portal) does: its own
+    /// classification, plus, for `EXECUTE`/`FETCH` of names defined
+    /// elsewhere, what those names hold now.
+    fn resolved(&self, p: &Prepared) -> Arc<Classification> {
+        if p.classified.executes.is_empty() && p.classified.fetches.is_empty() {
+            return p.classification.clone();
+        }
+        let now = p.classified.resolve_in(
+            |n| self.prepared.get(n).map(|p| &*p.classification),
+            |n| self.portals.get(n).map(|p| &*p.classification),
+        );
+        let mut both = (*p.classification).clone();
+        both.merge(&now);
+        Arc::new(both)
+    }
+
     /// Applies a Parse, Bind or Close here; the op makes the server's
     /// answer to it tracked.
     fn change(&mut self, undo: Undo, answer: u8) -> Result<Op, String> {
@@ -579,7 +691,7 @@ impl ClientState {
             };
             let either = match map.remove(&name) {
                 Some(after) if !Arc::ptr_eq(&after, &before) => {
-                    Arc::new(Prepared::either(&before, &after)?)
+                    Arc::new(Prepared::either(&before, &after))
                 }
                 _ => before,
             };
@@ -596,14 +708,23 @@ impl ClientState {
     }
 
     /// Bytes of names and statement text the session's statements and
-    /// portals hold.
+    /// portals hold (a text shared by several counts for each).
     fn held_bytes(&self) -> usize {
-        let statements: usize = self
-            .prepared
+        self.prepared
             .iter()
+            .chain(self.portals.iter())
             .map(|(name, p)| name.len() + p.text.len())
-            .sum();
-        statements + self.portals.keys().map(String::len).sum::<usize>()
+            .sum()
+    }
+
+    /// Keeps the portal map bounded. Drivers that name a cursor per query
+    /// (psycopg's named cursors, Django's iterator) open many over a long
+    /// session; forgetting them is safe, since a name the gateway does not
+    /// know runs as `unknown`.
+    fn make_room_for_portal(&mut self, name: &str) {
+        if self.portals.len() >= MAX_TRACKED && !self.portals.contains_key(name) {
+            self.portals.retain(|n, _| n.is_empty());
+        }
     }
 
     /// Counts statement text kept for the session, within a bound.
@@ -651,6 +772,8 @@ impl ClientState {
                     text: Arc::from(text),
                     classification: Arc::new(merged),
                     classified: Arc::new(effects),
+                    shape: Shape::default(),
+                    formats: None,
                 }
             }
             None if self.prepared.len() >= MAX_TRACKED => {
@@ -662,6 +785,8 @@ impl ClientState {
                 text: Arc::from(text),
                 classification,
                 classified,
+                shape: Shape::default(),
+                formats: None,
             },
         };
         self.track(name.len() + entry.text.len())?;
@@ -678,22 +803,25 @@ impl ClientState {
             let inner = Arc::new(Classified::from(c.clone()));
             self.define(name, text, inner.classification.clone(), inner)?;
         }
+        // One capped copy of the text for all the cursors it declares; the
+        // whole text is in the record of the Query itself.
+        let text: Arc<str> = Arc::from(capped(text));
         for (name, c) in &classified.declares {
             // A DECLARE of a name that is taken fails: keep both.
             let inner = Arc::new(Classified::from(c.clone()));
             let cursor = Prepared {
-                text: Arc::from(text),
+                text: text.clone(),
                 classification: inner.classification.clone(),
                 classified: inner,
+                shape: Shape::default(),
+                formats: None,
             };
             let entry = match self.portals.remove(name) {
-                Some(old) => Prepared::either(&old, &cursor)?,
-                None if self.portals.len() >= MAX_TRACKED => {
-                    return Err(format!(
-                        "more than {MAX_TRACKED} open portals in one session"
-                    ))
+                Some(old) => Prepared::either(&old, &cursor),
+                None => {
+                    self.make_room_for_portal(name);
+                    cursor
                 }
-                None => cursor,
             };
             self.track(name.len() + entry.text.len())?;
             self.portals.insert(name.clone(), Arc::new(entry));
@@ -707,6 +835,24 @@ impl ClientState {
         }
         Ok(())
     }
+}
+
+/// The result format codes at the end of a Bind body (after the portal and
+/// statement names); `None` when the body cannot be read.
+fn result_formats(b: &[u8]) -> Option<Vec<i16>> {
+    let word = |b: &[u8], at: usize| -> Option<i16> {
+        Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    };
+    let nfmt = usize::try_from(word(b, 0)?).ok()?;
+    let mut at = 2 + 2 * nfmt;
+    let nparams = usize::try_from(word(b, at)?).ok()?;
+    at += 2;
+    for _ in 0..nparams {
+        let len = i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?);
+        at += 4 + usize::try_from(len.max(0)).ok()?;
+    }
+    let nres = usize::try_from(word(b, at)?).ok()?;
+    (0..nres).map(|i| word(b, at + 2 + 2 * i)).collect()
 }
 
 fn command(path: &str, text: String) -> Command {
@@ -906,18 +1052,25 @@ where
             let mut kinds = Vec::with_capacity(ops.len());
             for op in ops.drain(..) {
                 match op {
-                    Op::Command(c, kind, refusal) => {
+                    Op::Command(c, kind, refusal, rows) => {
                         commands.push(c);
-                        kinds.push(Some((kind, refusal)));
+                        kinds.push(Some((kind, refusal, rows)));
                     }
                     Op::Record(c) => {
                         commands.push(c);
                         kinds.push(None);
                     }
-                    Op::Change(id, tag) => kinds.push(Some((Kind::Change(id, tag), None))),
-                    Op::Describe => kinds.push(Some((Kind::Describe, None))),
-                    Op::Sync => kinds.push(Some((Kind::Sync, None))),
-                    Op::CopyEnd => kinds.push(Some((Kind::CopyEnd, None))),
+                    Op::Change(id, tag) => kinds.push(Some((Kind::Change(id, tag), None, None))),
+                    Op::Describe(shape) => kinds.push(Some((
+                        Kind::Describe,
+                        None,
+                        shape.map(|shape| ResultRows {
+                            shape,
+                            formats: None,
+                        }),
+                    ))),
+                    Op::Sync => kinds.push(Some((Kind::Sync, None, None))),
+                    Op::CopyEnd => kinds.push(Some((Kind::CopyEnd, None, None))),
                 }
             }
             let seqs = if commands.is_empty() {
@@ -943,13 +1096,20 @@ where
             // the server half cannot clear it while they are in flight.
             sh.unsafe_encoding |= st.unsafe_encoding;
             for kind in kinds {
-                let (kind, refusal, seq) = match kind {
-                    Some((k @ Kind::Change(..), _)) => {
+                let (kind, refusal, seq, result) = match kind {
+                    Some((k @ Kind::Change(..), refusal, _)) => {
                         sh.unanswered_changes += 1;
-                        (k, None, 0)
+                        // A refused Bind is a recorded command.
+                        let seq = match refusal {
+                            Some(_) => seqs.next().unwrap_or(0),
+                            None => 0,
+                        };
+                        (k, refusal, seq, None)
                     }
-                    Some((k @ (Kind::Sync | Kind::CopyEnd | Kind::Describe), _)) => (k, None, 0),
-                    Some((kind, refusal)) => (kind, refusal, seqs.next().unwrap_or(0)),
+                    Some((k @ (Kind::Sync | Kind::CopyEnd | Kind::Describe), _, rows)) => {
+                        (k, None, 0, rows)
+                    }
+                    Some((kind, refusal, rows)) => (kind, refusal, seqs.next().unwrap_or(0), rows),
                     None => {
                         seqs.next();
                         continue;
@@ -962,6 +1122,8 @@ where
                     rows: None,
                     error: None,
                     refusal,
+                    masked: MaskCounts::default(),
+                    result,
                 });
             }
         }
@@ -999,6 +1161,7 @@ fn complete(session: &SessionHandle, p: Pending, status: &str) {
         },
         error_code: p.error,
         duration_us: p.started.elapsed().as_micros() as u64,
+        masked: p.masked.0,
     };
     session.record_outcome(p.seq, &outcome);
 }
@@ -1093,7 +1256,9 @@ fn on_server_message(
             let (code, message) = error_fields(body);
             let code = code.unwrap_or_else(|| "XX000".into());
             if let Some(p) = q.front() {
-                if p.error.is_none() && matches!(p.kind, Kind::Simple | Kind::Extended) {
+                if p.error.is_none()
+                    && matches!(p.kind, Kind::Simple | Kind::Extended | Kind::Change(..))
+                {
                     replacement = p.refusal.as_ref().map(refusal_error);
                 }
             }
@@ -1114,7 +1279,10 @@ fn on_server_message(
                 }) => {
                     sh.failed_changes.push(*id);
                     sh.unanswered_changes = sh.unanswered_changes.saturating_sub(1);
-                    q.pop_front();
+                    if let Some(mut p) = q.pop_front() {
+                        p.error = Some(code.clone());
+                        complete(session, p, "error");
+                    }
                     // The statement the batch meant to run failed with it
                     // (an error planning it arrives at Bind).
                     for p in q.iter_mut() {
@@ -1177,6 +1345,7 @@ fn on_server_message(
                     Kind::Change(id, _) => {
                         sh.failed_changes.push(id);
                         sh.unanswered_changes = sh.unanswered_changes.saturating_sub(1);
+                        complete(session, p, "skipped");
                     }
                 }
             }
@@ -1196,8 +1365,21 @@ fn on_server_message(
 }
 
 /// Follows the answers to Describe, which only their tags tell apart:
-/// ParameterDescription, RowDescription and NoData.
-fn on_description(tag: u8, shared: &Shared) -> Result<(), String> {
+/// ParameterDescription, RowDescription and NoData. With the message's body
+/// (when results are masked), a RowDescription's columns are kept for the
+/// rows that follow: returned for a simple Query's result set, stored with
+/// the statement for a Describe's.
+fn on_description(
+    tag: u8,
+    shared: &Shared,
+    body: Option<&[u8]>,
+) -> Result<Option<Vec<Column>>, String> {
+    let columns = match (tag, body) {
+        (b'T', Some(b)) => Some(
+            crate::mask::row_description(b).ok_or("a RowDescription the gateway cannot read")?,
+        ),
+        _ => None,
+    };
     let mut sh = shared.lock();
     let q = &mut sh.queue;
     while matches!(front(q), Some(Kind::CopyEnd)) {
@@ -1207,13 +1389,115 @@ fn on_description(tag: u8, shared: &Shared) -> Result<(), String> {
         // A statement's parameters; its columns follow.
         (b't', Some(Kind::Describe)) => {}
         // A simple Query's result set.
-        (b'T', Some(Kind::Simple)) => {}
+        (b'T', Some(Kind::Simple)) => return Ok(columns),
         (b'T' | b'n', Some(Kind::Describe)) => {
-            q.pop_front();
+            let p = q.pop_front().expect("front exists");
+            if let (Some(rows), Some(cols)) = (p.result, columns) {
+                *rows.shape.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(cols));
+            }
         }
         _ => return Err(unexpected(tag, q)),
     }
-    Ok(())
+    Ok(None)
+}
+
+/// What the server half knows about the result being streamed.
+#[derive(Default)]
+struct ResultState {
+    /// How the current result set's columns are masked.
+    plans: Option<Arc<[Plan]>>,
+    /// A text or CSV `COPY ... TO STDOUT` is streaming.
+    copy_out: bool,
+}
+
+/// Masks one message that can carry data to the client (rows, copy data,
+/// notices, notifications, a function's result); `None` when nothing in it
+/// changed. What was masked is counted on the command it answers.
+fn on_result_message(
+    tag: u8,
+    body: &[u8],
+    shared: &Shared,
+    m: &Masking,
+    rs: &mut ResultState,
+) -> Result<Option<BytesMut>, String> {
+    let mut counts = MaskCounts::default();
+    let out = match tag {
+        b'T' => {
+            if let Some(cols) = on_description(tag, shared, Some(body))? {
+                rs.plans = Some(Arc::from(crate::mask::plans(&cols, None)));
+            }
+            return Ok(None);
+        }
+        b'D' => {
+            let plans = match &rs.plans {
+                Some(p) => p.clone(),
+                None => {
+                    let sh = shared.lock();
+                    let p = match sh.queue.front() {
+                        Some(
+                            p @ Pending {
+                                kind: Kind::Extended,
+                                ..
+                            },
+                        ) => match &p.result {
+                            // What a Describe told about the statement, in
+                            // the formats the Bind asked for; without them
+                            // every value is judged by its bytes.
+                            Some(r) => {
+                                let cols =
+                                    r.shape.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                                match (cols, &r.formats) {
+                                    (Some(cols), Some(f)) => crate::mask::plans(&cols, Some(f)),
+                                    _ => Vec::new(),
+                                }
+                            }
+                            None => Vec::new(),
+                        },
+                        Some(Pending {
+                            kind: Kind::Simple, ..
+                        }) => Vec::new(),
+                        _ => return Err(unexpected(tag, &sh.queue)),
+                    };
+                    let p: Arc<[Plan]> = Arc::from(p);
+                    rs.plans = Some(p.clone());
+                    p
+                }
+            };
+            crate::mask::data_row(m, &plans, body, &mut counts)?
+        }
+        b'H' => {
+            if body.first() == Some(&1) {
+                return Err(
+                    "a binary COPY TO STDOUT cannot be masked; use FORMAT text or csv".into(),
+                );
+            }
+            rs.copy_out = true;
+            return Ok(None);
+        }
+        b'd' if rs.copy_out => crate::mask::copy_text(m, body, &mut counts),
+        b'c' => {
+            rs.copy_out = false;
+            return Ok(None);
+        }
+        b'A' => crate::mask::notification(m, body, &mut counts),
+        b'N' => crate::mask::error_or_notice(m, b'N', body, &mut counts),
+        b'V' => crate::mask::function_result(m, body, &mut counts),
+        _ => None,
+    };
+    if !counts.is_empty() {
+        let mut sh = shared.lock();
+        if let Some(p) = sh.queue.front_mut() {
+            for (kind, n) in counts.0 {
+                *p.masked.0.entry(kind).or_default() += n;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Server messages whose values are masked when the session's are.
+fn masked_tag(tag: u8) -> bool {
+    matches!(tag, b'T' | b'D' | b'd' | b'c' | b'A' | b'N' | b'V' | b'H')
 }
 
 fn front(q: &VecDeque<Pending>) -> Option<&Kind> {
@@ -1223,7 +1507,7 @@ fn front(q: &VecDeque<Pending>) -> Option<&Kind> {
 /// Why a session is closed when an answer does not fit what was sent.
 fn unexpected(tag: u8, q: &VecDeque<Pending>) -> String {
     format!(
-        "the target answered {:?} where the gateway expected an answer to {}",
+        "the gateway lost track of this session's protocol state (the target answered {:?} where an answer to {} was due), so it cannot vouch for what would run next",
         tag as char,
         match front(q) {
             None => "nothing".to_string(),
@@ -1251,7 +1535,7 @@ fn end_copy(q: &mut VecDeque<Pending>, completed: bool) -> Result<(), String> {
         q.drain(1..=region);
     } else if region > 1 {
         return Err(
-            "an error ended a COPY FROM STDIN while the client had already sent a Sync or a command after the COPY: which of them the server read in copy mode (and ignored) cannot be known"
+            "the gateway lost track of this session's protocol state: an error ended a COPY FROM STDIN while the client had already sent a Sync or a command after the COPY, and which of them the server read in copy mode (and ignored) cannot be known"
                 .into(),
         );
     }
@@ -1281,6 +1565,8 @@ where
     // Bytes of a withheld message still to drop.
     let mut discard = 0usize;
     let mut copy_in = false;
+    let masking = session.masking.clone();
+    let mut results = ResultState::default();
     let mut edits = Edits::default();
     let invalidated = watch.wait();
     tokio::pin!(invalidated);
@@ -1321,9 +1607,10 @@ where
             let total = len + 1;
             let mut followed = Ok(None);
             let mut end = pos + total;
-            if matches!(tag, b'T' | b'n' | b't') {
+            let whole = server_inspects(tag) || (masking.is_some() && masked_tag(tag));
+            if matches!(tag, b'T' | b'n' | b't') && !whole {
                 // Only the tag matters: the message streams through.
-                followed = on_description(tag, &shared).map(|()| None);
+                followed = on_description(tag, &shared, None).map(|_| None);
             } else if tag == b'E' && total > MAX_INSPECTED {
                 // An error echoing a huge value: paired by its SQLSTATE (in
                 // the first fields), its text withheld rather than buffered.
@@ -1347,24 +1634,42 @@ where
                     .map(|r| Some(r.unwrap_or(withheld)));
                 end = buf.len().min(pos + total);
                 discard = pos + total - end;
-            } else if server_inspects(tag) && total > MAX_INSPECTED {
+            } else if whole && total > MAX_INSPECTED {
                 followed = Err(format!(
-                    "a {total}-byte {:?} message, larger than the gateway inspects",
+                    "the target sent a {total}-byte {:?} message, larger than the gateway inspects or masks",
                     tag as char
                 ));
-            } else if server_inspects(tag) {
+            } else if whole {
                 if buf.len() - pos < total {
                     // Grow as bytes arrive, not by what a header claims.
                     buf.reserve((total - (buf.len() - pos)).min(16 * READ_CHUNK));
                     break;
                 }
-                followed = on_server_message(
-                    tag,
-                    &buf[pos + 5..pos + total],
-                    &shared,
-                    session,
-                    &mut copy_in,
-                );
+                let body = &buf[pos + 5..pos + total];
+                followed = match &masking {
+                    Some(m) if !server_inspects(tag) => {
+                        on_result_message(tag, body, &shared, m, &mut results)
+                    }
+                    // An error echoes values (a failed cast shows what it
+                    // could not cast): masked unless it is a refusal's.
+                    Some(m) if tag == b'E' => {
+                        on_server_message(tag, body, &shared, session, &mut copy_in).map(|r| {
+                            r.or_else(|| {
+                                crate::mask::error_or_notice(
+                                    m,
+                                    b'E',
+                                    body,
+                                    &mut MaskCounts::default(),
+                                )
+                            })
+                        })
+                    }
+                    _ => on_server_message(tag, body, &shared, session, &mut copy_in),
+                };
+                if matches!(tag, b'C' | b'E' | b's' | b'I' | b'Z') {
+                    // The result set (or copy) this described is over.
+                    results = ResultState::default();
+                }
             }
             match followed {
                 Ok(None) => {}
@@ -1379,8 +1684,8 @@ where
                         &mut client,
                         true,
                         "08P01",
-                        "sluice: the gateway lost track of this session's protocol state, so it cannot vouch for what would run next; the session is closed",
-                        format!("protocol state lost: {why}"),
+                        &format!("sluice: {why}; the session is closed"),
+                        format!("closed by the gateway: {why}"),
                         bytes_out,
                     )
                     .await;
@@ -1388,7 +1693,7 @@ where
             }
             if discard > 0 {
                 pos = end;
-            } else if server_inspects(tag) || buf.len() - pos >= total {
+            } else if whole || buf.len() - pos >= total {
                 pos += total;
             } else {
                 passthrough = total - (buf.len() - pos);

@@ -170,6 +170,19 @@ pub fn execute(buf: &mut BytesMut, portal: &str) {
     finish(buf, at);
 }
 
+/// A Bind message without parameters or result formats.
+pub fn bind(buf: &mut BytesMut, portal: &str, statement: &str) {
+    let at = begin(buf, b'B');
+    for name in [portal, statement] {
+        buf.put_slice(name.as_bytes());
+        buf.put_u8(0);
+    }
+    buf.put_i16(0);
+    buf.put_i16(0);
+    buf.put_i16(0);
+    finish(buf, at);
+}
+
 /// A FunctionCall message for a function oid, without arguments.
 pub fn function_call(buf: &mut BytesMut, oid: u32) {
     let at = begin(buf, b'F');

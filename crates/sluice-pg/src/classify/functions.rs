@@ -117,6 +117,9 @@ const SIDE_EFFECTS: &[(&str, Class)] = &[
 const DYNAMIC_SQL: &[&str] = &[
     "query_to_xml",
     "query_to_xmlschema",
+    // Fetching from a cursor runs whatever statement the cursor holds.
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
     "query_to_xml_and_xmlschema",
     "ts_stat",
     "ts_rewrite",

@@ -37,6 +37,9 @@ pub struct Classified {
     pub executes: Vec<String>,
     /// `DECLARE name CURSOR ...`: portals it opens, with what they run.
     pub declares: Vec<(String, Classification)>,
+    /// `FETCH`/`MOVE` from portals opened in an earlier message: fetching
+    /// runs the portal's statement (a bound DELETE ... RETURNING included).
+    pub fetches: Vec<String>,
     /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL` and `DISCARD ALL`.
     pub deallocates: Vec<Option<String>>,
     /// It may change `client_encoding`, which changes how later messages'
@@ -320,6 +323,14 @@ impl Classifier {
                 scan.drop_kind = Some(d.remove_type);
             }
             NodeEnum::DeclareCursorStmt(d) => cursor = Some(d.portalname.clone()),
+            NodeEnum::FetchStmt(f) => {
+                scan.effect(Class::Read);
+                match local.get(&cursor_key(&f.portalname)) {
+                    Some(declared) => scan.c.merge(declared),
+                    None => out.fetches.push(f.portalname.clone()),
+                }
+                return scan.finish();
+            }
             _ => {}
         }
         walk::walk(node, &mut scan);
@@ -346,10 +357,17 @@ impl Classifier {
         }
         let c = scan.finish();
         if let Some(name) = cursor {
+            local.insert(cursor_key(&name), c.clone());
             out.declares.push((name, c.clone()));
         }
         c
     }
+}
+
+/// Cursors share the statement-local map with prepared statements under a
+/// key no statement name can have (names cannot hold a NUL).
+fn cursor_key(name: &str) -> String {
+    format!("\0cursor:{name}")
 }
 
 /// Classified texts, and the bytes of text they hold.
@@ -377,6 +395,7 @@ impl Classified {
         self.prepares.extend(other.prepares.iter().cloned());
         self.executes.extend(other.executes.iter().cloned());
         self.declares.extend(other.declares.iter().cloned());
+        self.fetches.extend(other.fetches.iter().cloned());
         self.deallocates.extend(other.deallocates.iter().cloned());
         self.changes_encoding |= other.changes_encoding;
     }
@@ -388,7 +407,17 @@ impl Classified {
         &self,
         prepared: impl Fn(&str) -> Option<&'a Classification>,
     ) -> Arc<Classification> {
-        if self.executes.is_empty() {
+        self.resolve_in(prepared, |_| None)
+    }
+
+    /// As [`Classified::resolve`], with `FETCH`/`MOVE` resolved against the
+    /// session's `portals` too; a portal the session never opened is unknown.
+    pub fn resolve_in<'a, 'b>(
+        &self,
+        prepared: impl Fn(&str) -> Option<&'a Classification>,
+        portals: impl Fn(&str) -> Option<&'b Classification>,
+    ) -> Arc<Classification> {
+        if self.executes.is_empty() && self.fetches.is_empty() {
             return self.classification.clone();
         }
         let mut c = (*self.classification).clone();
@@ -397,6 +426,14 @@ impl Classified {
                 Some(p) => c.merge(p),
                 None => c.merge(&Classification::unknown(format!(
                     "EXECUTE {name}: no statement of that name was prepared in this session"
+                ))),
+            }
+        }
+        for name in &self.fetches {
+            match portals(name) {
+                Some(p) => c.merge(p),
+                None => c.merge(&Classification::unknown(format!(
+                    "FETCH from {name}: what that cursor runs is not known in this session"
                 ))),
             }
         }
@@ -411,6 +448,7 @@ impl From<Classification> for Classified {
             prepares: vec![],
             executes: vec![],
             declares: vec![],
+            fetches: vec![],
             deallocates: vec![],
             changes_encoding: false,
             parse_failed: false,

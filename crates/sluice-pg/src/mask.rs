@@ -1,0 +1,705 @@
+//! Masking inside PostgreSQL's messages: values are decoded by type and
+//! format, masked by the core's masker, and re-encoded with correct lengths.
+//!
+//! A value's type decides how it can be masked and stay readable to the
+//! client's driver: text-like values are masked inline (the marker replaces
+//! only what was found), JSON inside its document, bytea inside the text it
+//! holds; a value of any other type that turns out to hold something
+//! sensitive (a card number in a bigint, an IP address in an inet) becomes
+//! NULL, the one value every type accepts.
+
+use bytes::{BufMut, BytesMut};
+use sluice_core::detect::Kind;
+use sluice_core::mask::Masked;
+use sluice_core::masking::{ColumnRule, MaskCounts, Masking};
+
+/// One column of a result, as RowDescription describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The output name.
+    pub name: String,
+    /// The source table's oid, 0 when the column is not a plain column reference.
+    pub table_oid: u32,
+    /// The source column's number in that table.
+    pub attnum: i16,
+    /// The value type's oid.
+    pub type_oid: u32,
+    /// 0 text, 1 binary.
+    pub format: i16,
+}
+
+/// Reads a RowDescription body.
+pub fn row_description(body: &[u8]) -> Option<Vec<Column>> {
+    let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let mut b = &body[2..];
+    let mut cols = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let (name, rest) = crate::wire::cstr(b)?;
+        let f = rest.get(..18)?;
+        cols.push(Column {
+            name: name.to_string(),
+            table_oid: u32::from_be_bytes(f[0..4].try_into().ok()?),
+            attnum: i16::from_be_bytes(f[4..6].try_into().ok()?),
+            type_oid: u32::from_be_bytes(f[6..10].try_into().ok()?),
+            format: i16::from_be_bytes(f[16..18].try_into().ok()?),
+        });
+        b = &rest[18..];
+    }
+    Some(cols)
+}
+
+/// How one output column's values are masked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The value type's oid; 0 when unknown.
+    pub type_oid: u32,
+    /// Binary format; `None` when unknown (a value is then judged by its
+    /// bytes read as text, and anything found makes it NULL).
+    pub binary: Option<bool>,
+    /// A column rule that masks every value whole.
+    pub rule: Option<ColumnRule>,
+}
+
+impl Plan {
+    /// A column nothing is known about.
+    pub fn unknown() -> Plan {
+        Plan {
+            type_oid: 0,
+            binary: None,
+            rule: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Category {
+    /// Text in the client encoding: masked inline.
+    Text,
+    Json,
+    Jsonb,
+    Bytea,
+    /// Numbers that can hold a card number or the like.
+    Int8,
+    Numeric,
+    /// Types that cannot hold what detectors find (booleans, small
+    /// numbers, dates and times, uuids).
+    Skip,
+    /// An array of this element type.
+    Array(u32),
+    /// Anything else: NULL when its bytes, read as text, hold a finding.
+    Other,
+}
+
+fn category(oid: u32, binary: bool) -> Category {
+    match oid {
+        25 | 1043 | 1042 | 19 | 18 | 705 | 142 => Category::Text,
+        114 => Category::Json,
+        3802 => Category::Jsonb,
+        17 => Category::Bytea,
+        20 => Category::Int8,
+        1700 => Category::Numeric,
+        16 | 21 | 23 | 26 | 28 | 27 | 700 | 701 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266
+        | 2950 | 1560 | 1562 | 3220 => Category::Skip,
+        1009 => Category::Array(25),
+        1015 => Category::Array(1043),
+        1014 => Category::Array(1042),
+        1003 => Category::Array(19),
+        199 => Category::Array(114),
+        3807 => Category::Array(3802),
+        1001 => Category::Array(17),
+        1016 => Category::Array(20),
+        1231 => Category::Array(1700),
+        // User types (citext, domains over text, enums) read as text in
+        // text format; their binary forms are not known here.
+        oid if oid >= 16384 && !binary => Category::Text,
+        _ => Category::Other,
+    }
+}
+
+/// What becomes of one value.
+enum Outcome {
+    Keep,
+    Replace(Vec<u8>),
+    Null,
+}
+
+/// Masks one value of a column; `counts` gets what was masked.
+fn mask_value(m: &Masking, plan: &Plan, value: &[u8], counts: &mut MaskCounts) -> Outcome {
+    if let Some(rule) = &plan.rule {
+        counts.add(&rule.kind);
+        return by_rule(m, rule, plan, value);
+    }
+    let Some(binary) = plan.binary else {
+        return null_if_found(m, value, counts);
+    };
+    mask_typed(m, category(plan.type_oid, binary), binary, value, counts)
+}
+
+fn mask_typed(
+    m: &Masking,
+    cat: Category,
+    binary: bool,
+    value: &[u8],
+    counts: &mut MaskCounts,
+) -> Outcome {
+    match cat {
+        Category::Skip => Outcome::Keep,
+        Category::Text => inline(m, value, counts, false),
+        Category::Json => inline(m, value, counts, true),
+        Category::Jsonb if binary => match value.split_first() {
+            Some((&1, doc)) => match inline(m, doc, counts, true) {
+                Outcome::Replace(d) => Outcome::Replace([&[1u8][..], &d].concat()),
+                other => other,
+            },
+            _ => null_if_found(m, value, counts),
+        },
+        Category::Jsonb => inline(m, value, counts, true),
+        Category::Bytea => {
+            let hex_form = !binary && value.starts_with(b"\\x");
+            let raw = if hex_form {
+                match hex::decode(&value[2..]) {
+                    Ok(r) => r,
+                    Err(_) => return null_if_found(m, value, counts),
+                }
+            } else {
+                value.to_vec()
+            };
+            match std::str::from_utf8(&raw) {
+                Ok(text) => match m.masker.mask_text(text) {
+                    Some((masked, kinds)) => {
+                        kinds.iter().for_each(|k| counts.add(k));
+                        Outcome::Replace(if hex_form {
+                            format!("\\x{}", hex::encode(masked)).into_bytes()
+                        } else {
+                            masked.into_bytes()
+                        })
+                    }
+                    None => Outcome::Keep,
+                },
+                Err(_) => null_if_found(m, &raw, counts),
+            }
+        }
+        Category::Int8 if binary => match <[u8; 8]>::try_from(value) {
+            Ok(b) => null_if_found(m, i64::from_be_bytes(b).to_string().as_bytes(), counts),
+            Err(_) => Outcome::Null,
+        },
+        Category::Numeric if binary => match numeric_text(value) {
+            Some(t) => null_if_found(m, t.as_bytes(), counts),
+            None => Outcome::Null,
+        },
+        Category::Int8 | Category::Numeric | Category::Other => null_if_found(m, value, counts),
+        Category::Array(elem) if binary => mask_binary_array(m, elem, value, counts),
+        Category::Array(elem) => match category(elem, false) {
+            // Markers hold no quotes, commas or braces: array syntax survives.
+            Category::Text | Category::Json | Category::Jsonb => inline(m, value, counts, false),
+            _ => null_if_found(m, value, counts),
+        },
+    }
+}
+
+/// Masks what detectors find inside text (or a JSON document), in place.
+fn inline(m: &Masking, value: &[u8], counts: &mut MaskCounts, json: bool) -> Outcome {
+    let Ok(text) = std::str::from_utf8(value) else {
+        // Not UTF-8 (another client encoding): nothing can be replaced in
+        // place with confidence, so a finding withholds the whole value.
+        return null_if_found(m, value, counts);
+    };
+    let masked = if json {
+        m.masker.mask_json(text).or_else(|| {
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .is_err()
+                .then(|| m.masker.mask_text(text))
+                .flatten()
+        })
+    } else {
+        m.masker.mask_text(text)
+    };
+    match masked {
+        Some((t, kinds)) => {
+            kinds.iter().for_each(|k| counts.add(k));
+            Outcome::Replace(t.into_bytes())
+        }
+        None => Outcome::Keep,
+    }
+}
+
+/// NULL when the bytes, read as text, hold anything a detector finds.
+fn null_if_found(m: &Masking, value: &[u8], counts: &mut MaskCounts) -> Outcome {
+    let text = String::from_utf8_lossy(value);
+    match m.masker.mask_text(&text) {
+        Some((_, kinds)) => {
+            kinds.iter().for_each(|k| counts.add(k));
+            Outcome::Null
+        }
+        None => Outcome::Keep,
+    }
+}
+
+/// A whole value under a column rule, in a form its type can carry.
+fn by_rule(m: &Masking, rule: &ColumnRule, plan: &Plan, value: &[u8]) -> Outcome {
+    let text = String::from_utf8_lossy(value);
+    let masked = match m.mask_by_rule(rule, &text) {
+        Masked::Null => return Outcome::Null,
+        Masked::Text(t) => t,
+    };
+    let binary = plan.binary.unwrap_or(true);
+    match (plan.binary.map(|b| category(plan.type_oid, b)), binary) {
+        (Some(Category::Text), _) => Outcome::Replace(masked.into_bytes()),
+        (Some(Category::Json), _) => {
+            Outcome::Replace(serde_json::Value::String(masked).to_string().into_bytes())
+        }
+        (Some(Category::Jsonb), true) => Outcome::Replace(
+            [
+                &[1u8][..],
+                serde_json::Value::String(masked).to_string().as_bytes(),
+            ]
+            .concat(),
+        ),
+        (Some(Category::Jsonb), false) => {
+            Outcome::Replace(serde_json::Value::String(masked).to_string().into_bytes())
+        }
+        (Some(Category::Bytea), false) => {
+            Outcome::Replace(format!("\\x{}", hex::encode(masked)).into_bytes())
+        }
+        (Some(Category::Bytea), true) => Outcome::Replace(masked.into_bytes()),
+        // Numbers, dates, unknown types: NULL is the only masked value they
+        // all accept.
+        _ => Outcome::Null,
+    }
+}
+
+/// A binary numeric as decimal text (digits only matter to detectors).
+fn numeric_text(v: &[u8]) -> Option<String> {
+    let word =
+        |i: usize| -> Option<i16> { Some(i16::from_be_bytes(v.get(i..i + 2)?.try_into().ok()?)) };
+    let ndigits = word(0)? as usize;
+    let weight = word(2)? as i32;
+    let mut s = String::new();
+    for i in 0..ndigits {
+        let d = word(8 + 2 * i)?;
+        if i == 0 {
+            s.push_str(&d.to_string());
+        } else {
+            s.push_str(&format!("{d:04}"));
+        }
+    }
+    // Trailing zero groups up to the weight (integers).
+    for _ in ndigits as i32..=weight {
+        s.push_str("0000");
+    }
+    Some(s)
+}
+
+/// Masks the elements of a binary array; an element that must become NULL
+/// does, and the array says it holds NULLs.
+fn mask_binary_array(m: &Masking, elem: u32, v: &[u8], counts: &mut MaskCounts) -> Outcome {
+    let int =
+        |i: usize| -> Option<i32> { Some(i32::from_be_bytes(v.get(i..i + 4)?.try_into().ok()?)) };
+    let parse = || -> Option<(usize, Vec<Option<&[u8]>>)> {
+        let ndim = usize::try_from(int(0)?).ok()?;
+        let mut at = 12 + 8 * ndim;
+        let mut count = 1usize;
+        for d in 0..ndim {
+            count = count.checked_mul(usize::try_from(int(12 + 8 * d)?).ok()?)?;
+        }
+        if ndim == 0 {
+            count = 0;
+        }
+        let mut elems = Vec::with_capacity(count.min(v.len() / 4));
+        for _ in 0..count {
+            let len = int(at)?;
+            at += 4;
+            if len < 0 {
+                elems.push(None);
+            } else {
+                let len = len as usize;
+                elems.push(Some(v.get(at..at + len)?));
+                at += len;
+            }
+        }
+        (at == v.len()).then_some((12 + 8 * ndim, elems))
+    };
+    let Some((header, elems)) = parse() else {
+        return null_if_found(m, v, counts);
+    };
+    let cat = category(elem, true);
+    let mut changed = false;
+    let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(elems.len());
+    for e in elems {
+        match e {
+            None => out.push(None),
+            Some(bytes) => match mask_typed(m, cat, true, bytes, counts) {
+                Outcome::Keep => out.push(Some(bytes.to_vec())),
+                Outcome::Replace(r) => {
+                    changed = true;
+                    out.push(Some(r));
+                }
+                Outcome::Null => {
+                    changed = true;
+                    out.push(None);
+                }
+            },
+        }
+    }
+    if !changed {
+        return Outcome::Keep;
+    }
+    let mut b = v[..header].to_vec();
+    if out.iter().any(Option::is_none) {
+        b[4..8].copy_from_slice(&1i32.to_be_bytes());
+    }
+    for e in out {
+        match e {
+            None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(x) => {
+                b.extend_from_slice(&(x.len() as i32).to_be_bytes());
+                b.extend_from_slice(&x);
+            }
+        }
+    }
+    Outcome::Replace(b)
+}
+
+/// Masks a DataRow; `None` when nothing in it changed. Columns beyond the
+/// plans (which a correct server never sends) are judged by their bytes.
+pub fn data_row(
+    m: &Masking,
+    plans: &[Plan],
+    body: &[u8],
+    counts: &mut MaskCounts,
+) -> Result<Option<BytesMut>, String> {
+    let bad = || "a DataRow the gateway cannot read".to_string();
+    let n = u16::from_be_bytes(
+        body.get(..2)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let mut at = 2;
+    let mut values: Vec<(usize, usize, Outcome)> = Vec::new();
+    let unknown = Plan::unknown();
+    for i in 0..n as usize {
+        let len = i32::from_be_bytes(
+            body.get(at..at + 4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        );
+        at += 4;
+        if len < 0 {
+            continue;
+        }
+        let end = at + len as usize;
+        let value = body.get(at..end).ok_or_else(bad)?;
+        let plan = plans.get(i).unwrap_or(&unknown);
+        match mask_value(m, plan, value, counts) {
+            Outcome::Keep => {}
+            o => values.push((at - 4, end, o)),
+        }
+        at = end;
+    }
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 64);
+    out.put_u8(b'D');
+    out.put_u32(0);
+    let mut from = 0;
+    for (start, end, o) in values {
+        out.extend_from_slice(&body[from..start]);
+        match o {
+            Outcome::Null => out.put_i32(-1),
+            Outcome::Replace(r) => {
+                out.put_i32(r.len() as i32);
+                out.extend_from_slice(&r);
+            }
+            Outcome::Keep => unreachable!("kept values are not listed"),
+        }
+        from = end;
+    }
+    out.extend_from_slice(&body[from..]);
+    let len = (out.len() - 1) as u32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Ok(Some(out))
+}
+
+/// Masks the text fields of an ErrorResponse or NoticeResponse (a failed
+/// cast echoes the value it could not cast); `None` when nothing changed.
+pub fn error_or_notice(
+    m: &Masking,
+    tag: u8,
+    body: &[u8],
+    counts: &mut MaskCounts,
+) -> Option<BytesMut> {
+    let mut fields: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut changed = false;
+    let mut b = body;
+    while let Some((&f, rest)) = b.split_first() {
+        if f == 0 {
+            break;
+        }
+        let end = rest.iter().position(|&c| c == 0)?;
+        let raw = &rest[..end];
+        let mut value = raw.to_vec();
+        // Severity, code, source file, line and routine carry no data.
+        if !matches!(f, b'S' | b'V' | b'C' | b'F' | b'L' | b'R' | b'P' | b'p') {
+            if let Some((masked, kinds)) = m.masker.mask_text(&String::from_utf8_lossy(raw)) {
+                kinds.iter().for_each(|k| counts.add(k));
+                value = masked.into_bytes();
+                changed = true;
+            }
+        }
+        fields.push((f, value));
+        b = &rest[end + 1..];
+    }
+    if !changed {
+        return None;
+    }
+    let mut out = BytesMut::new();
+    out.put_u8(tag);
+    out.put_u32(0);
+    for (f, v) in fields {
+        out.put_u8(f);
+        out.extend_from_slice(&v);
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    let len = (out.len() - 1) as u32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Some(out)
+}
+
+/// Masks a NotificationResponse's channel and payload.
+pub fn notification(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<BytesMut> {
+    let pid = body.get(..4)?;
+    let (channel, rest) = crate::wire::cstr(&body[4..])?;
+    let (payload, _) = crate::wire::cstr(rest)?;
+    let mut changed = false;
+    let mut mask = |s: &str| match m.masker.mask_text(s) {
+        Some((t, kinds)) => {
+            kinds.iter().for_each(|k| counts.add(k));
+            changed = true;
+            t
+        }
+        None => s.to_string(),
+    };
+    let (channel, payload) = (mask(channel), mask(payload));
+    if !changed {
+        return None;
+    }
+    let mut out = BytesMut::new();
+    out.put_u8(b'A');
+    out.put_u32(0);
+    out.extend_from_slice(pid);
+    for s in [channel, payload] {
+        out.extend_from_slice(s.as_bytes());
+        out.put_u8(0);
+    }
+    let len = (out.len() - 1) as u32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Some(out)
+}
+
+/// How each column of a result is masked: formats from the Bind that
+/// asked for them (`None`: as RowDescription says).
+pub fn plans(cols: &[Column], formats: Option<&[i16]>) -> Vec<Plan> {
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let format = match formats {
+                None => Some(c.format),
+                Some([]) => Some(0),
+                Some([f]) => Some(*f),
+                Some(fs) => fs.get(i).copied(),
+            };
+            Plan {
+                type_oid: c.type_oid,
+                binary: format.map(|f| f == 1),
+                rule: None,
+            }
+        })
+        .collect()
+}
+
+/// Masks a FunctionCallResponse's value (of a type not known here): NULL
+/// when it holds anything a detector finds.
+pub fn function_result(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<BytesMut> {
+    let len = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
+    if len < 0 {
+        return None;
+    }
+    match null_if_found(m, body.get(4..)?, counts) {
+        Outcome::Null => {
+            let mut out = BytesMut::new();
+            out.put_u8(b'V');
+            out.put_u32(8);
+            out.put_i32(-1);
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// Masks one CopyData row of a text or CSV `COPY ... TO STDOUT`. Markers
+/// hold no tabs, commas, quotes or backslashes, so the row's syntax stays.
+pub fn copy_text(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<BytesMut> {
+    let masked = match inline(m, body, counts, false) {
+        Outcome::Keep => return None,
+        Outcome::Replace(r) => r,
+        // Not UTF-8 and something found: withhold the row's text fields.
+        Outcome::Null => {
+            counts.add(&Kind::Custom("row".into()));
+            b"\\N\n".to_vec()
+        }
+    };
+    let mut out = BytesMut::with_capacity(masked.len() + 5);
+    out.put_u8(b'd');
+    out.put_u32((masked.len() + 4) as u32);
+    out.extend_from_slice(&masked);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::detect::Detectors;
+    use sluice_core::mask::{Masker, Style};
+    use std::collections::BTreeMap;
+
+    fn masking() -> Masking {
+        Masking::new(
+            Masker::new(
+                Detectors::default(),
+                BTreeMap::new(),
+                Style::Redact,
+                [3; 32],
+            ),
+            vec![],
+        )
+    }
+
+    fn row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = (values.len() as u16).to_be_bytes().to_vec();
+        for v in values {
+            match v {
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                Some(v) => {
+                    b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    b.extend_from_slice(v);
+                }
+            }
+        }
+        b
+    }
+
+    fn plan(oid: u32, binary: bool) -> Plan {
+        Plan {
+            type_oid: oid,
+            binary: Some(binary),
+            rule: None,
+        }
+    }
+
+    #[test]
+    fn data_rows_are_masked_by_type_and_lengths_rewritten() {
+        let m = masking();
+        let mut counts = MaskCounts::default();
+        let card: i64 = 4111111111111111;
+        let body = row(&[
+            Some(b"42"),
+            Some(b"jane@example.com"),
+            None,
+            Some(&card.to_be_bytes()),
+            Some(b"{\"password\": \"hunter2\"}"),
+            Some(b"\\x6a616e65406578616d706c652e636f6d"),
+        ]);
+        let plans = [
+            plan(23, false),
+            plan(25, false),
+            plan(25, false),
+            plan(20, true),
+            plan(3802, false),
+            plan(17, false),
+        ];
+        let out = data_row(&m, &plans, &body, &mut counts).unwrap().unwrap();
+        let expected = row(&[
+            Some(b"42"),
+            Some(b"[redacted:email]"),
+            None,
+            None,
+            Some(b"{\"password\": \"[redacted:secret]\"}"),
+            Some(format!("\\x{}", hex::encode("[redacted:email]")).as_bytes()),
+        ]);
+        assert_eq!(&out[5..], &expected[..]);
+        assert_eq!(
+            u32::from_be_bytes(out[1..5].try_into().unwrap()) as usize,
+            out.len() - 1
+        );
+        assert_eq!(counts.0.get("email"), Some(&2));
+        assert_eq!(counts.0.get("card"), Some(&1));
+        assert_eq!(counts.0.get("secret"), Some(&1));
+        // Nothing sensitive: no copy, the row passes as it is.
+        let clean = row(&[Some(b"42"), Some(b"order 1234567 shipped")]);
+        assert!(data_row(&m, &plans, &clean, &mut counts).unwrap().is_none());
+    }
+
+    #[test]
+    fn binary_arrays_and_numerics_are_decoded() {
+        let m = masking();
+        let mut counts = MaskCounts::default();
+        // text[] {'ok', 'jane@example.com'} in binary.
+        let mut arr = Vec::new();
+        for x in [1i32, 0, 25, 2, 1] {
+            arr.extend_from_slice(&x.to_be_bytes());
+        }
+        for e in [&b"ok"[..], b"jane@example.com"] {
+            arr.extend_from_slice(&(e.len() as i32).to_be_bytes());
+            arr.extend_from_slice(e);
+        }
+        let Outcome::Replace(r) = mask_value(&m, &plan(1009, true), &arr, &mut counts) else {
+            panic!("array not masked")
+        };
+        assert!(r.ends_with(b"[redacted:email]") && r.len() == arr.len());
+        // numeric 4111111111111111 = groups 4111 1111 1111 1111, weight 3.
+        let mut num = Vec::new();
+        for x in [4i16, 3, 0, 0, 4111, 1111, 1111, 1111] {
+            num.extend_from_slice(&x.to_be_bytes());
+        }
+        assert!(matches!(
+            mask_value(&m, &plan(1700, true), &num, &mut counts),
+            Outcome::Null
+        ));
+        assert_eq!(numeric_text(&num).unwrap(), "4111111111111111");
+    }
+
+    #[test]
+    fn errors_and_notifications_are_masked() {
+        let m = masking();
+        let mut counts = MaskCounts::default();
+        let mut body = Vec::new();
+        for (f, v) in [
+            (b'S', "ERROR"),
+            (b'C', "22P02"),
+            (
+                b'M',
+                "invalid input syntax for type integer: \"jane@example.com\"",
+            ),
+        ] {
+            body.push(f);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let out = error_or_notice(&m, b'E', &body, &mut counts).unwrap();
+        let (code, msg) = crate::wire::error_fields(&out[5..]);
+        assert_eq!(code.as_deref(), Some("22P02"));
+        assert_eq!(
+            msg.as_deref(),
+            Some("invalid input syntax for type integer: \"[redacted:email]\"")
+        );
+        let mut n = 7u32.to_be_bytes().to_vec();
+        n.extend_from_slice(b"chan\0card 4111 1111 1111 1111\0");
+        let out = notification(&m, &n, &mut counts).unwrap();
+        assert!(out.ends_with(b"chan\0card [redacted:card]\0"));
+    }
+}
