@@ -153,7 +153,8 @@ fn patterns() -> &'static Patterns {
             secret_value: re(concat!(
                 // A key ending in one of these words (DB_PASSWORD, client_secret).
                 r"(?i)(?:^|[^A-Za-z0-9_])[A-Za-z0-9_]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)",
-                r#"\s*[=:]\s*["']?([^\s"'&;,]+)"#,
+                // The key may be quoted, as in JSON or YAML.
+                r#"["']?\s*[=:]\s*["']?([^\s"'&;,]+)"#,
                 r"|://[^:/@\s]+:([^@/\s]+)@"
             )),
         }

@@ -89,6 +89,22 @@ impl Masking {
         self.rules.iter().any(|r| glob(&r.parts[2], &column))
     }
 
+    /// The first rule whose table part matches one of `tables` and whose
+    /// column part matches one of `columns` (names as a statement wrote
+    /// them, schema unknown).
+    pub fn rule_for_names<'a>(
+        &self,
+        tables: impl Iterator<Item = &'a str> + Clone,
+        columns: impl Iterator<Item = &'a str> + Clone,
+    ) -> Option<&ColumnRule> {
+        self.rules.iter().find(|r| {
+            tables.clone().any(|t| glob(&r.parts[1], &t.to_lowercase()))
+                && columns
+                    .clone()
+                    .any(|c| glob(&r.parts[2], &c.to_lowercase()))
+        })
+    }
+
     /// Whether any column rule is configured.
     pub fn has_rules(&self) -> bool {
         !self.rules.is_empty()

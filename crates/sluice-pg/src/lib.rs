@@ -3,6 +3,7 @@
 //! relays the protocol while recording every command through the core.
 
 pub mod cancel;
+pub mod catalog;
 pub mod classify;
 pub mod mask;
 pub mod relay;
@@ -51,6 +52,8 @@ pub struct PgGateway {
     core: Arc<Core>,
     acceptor: TlsAcceptor,
     target_tls: HashMap<String, Option<Arc<ClientConfig>>>,
+    /// Catalog lookups (for column masking rules), per connection.
+    catalogs: HashMap<String, Arc<catalog::Catalog>>,
     cancels: CancelRegistry,
     allow_plaintext_loopback: bool,
     classifier: Arc<Classifier>,
@@ -66,13 +69,20 @@ impl PgGateway {
     /// Prepares the listener and the TLS configuration of every postgres connection.
     pub fn new(core: Arc<Core>, opts: PgOptions) -> Result<Arc<Self>, tls::TlsError> {
         let mut target_tls = HashMap::new();
+        let mut catalogs = HashMap::new();
         for c in core.connections().filter(|c| c.kind == "postgres") {
-            target_tls.insert(c.name.clone(), tls::target_config(c)?);
+            let tls = tls::target_config(c)?;
+            catalogs.insert(
+                c.name.clone(),
+                Arc::new(catalog::Catalog::new(c.clone(), tls.clone())),
+            );
+            target_tls.insert(c.name.clone(), tls);
         }
         Ok(Arc::new(PgGateway {
             core,
             acceptor: TlsAcceptor::from(opts.server_tls),
             target_tls,
+            catalogs,
             cancels: CancelRegistry::default(),
             allow_plaintext_loopback: opts.allow_plaintext_loopback,
             classifier: opts.classifier,
@@ -339,6 +349,7 @@ impl PgGateway {
             target.io,
             &session,
             &self.classifier,
+            self.catalogs.get(&conn.name).map(|c| &**c),
             unsafe_encoding,
             watch,
         )

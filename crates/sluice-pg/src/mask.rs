@@ -8,10 +8,16 @@
 //! sensitive (a card number in a bigint, an IP address in an inet) becomes
 //! NULL, the one value every type accepts.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use bytes::{BufMut, BytesMut};
 use sluice_core::detect::Kind;
 use sluice_core::mask::Masked;
 use sluice_core::masking::{ColumnRule, MaskCounts, Masking};
+
+use crate::catalog::Relation;
+use crate::classify::Lineage;
 
 /// One column of a result, as RowDescription describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +210,9 @@ fn inline(m: &Masking, value: &[u8], counts: &mut MaskCounts, json: bool) -> Out
         // place with confidence, so a finding withholds the whole value.
         return null_if_found(m, value, counts);
     };
+    // Text that holds a JSON document (a jsonb cast to text, a json column
+    // read as text) is masked as one, so key names count.
+    let json = json || (text.starts_with(['{', '[']) && text.ends_with(['}', ']']));
     let masked = if json {
         m.masker.mask_json(text).or_else(|| {
             serde_json::from_str::<serde::de::IgnoredAny>(text)
@@ -521,6 +530,91 @@ pub fn plans(cols: &[Column], formats: Option<&[i16]>) -> Vec<Plan> {
         .collect()
 }
 
+/// Column rules applied to a result's columns. A plain column (RowDescription
+/// names its table and column number) gets the rule for that source column;
+/// a view's column is masked whole when the view reads a sensitive column;
+/// an expression is masked whole when the statement may derive it from a
+/// sensitive column (it names one, uses `*` or a whole row, or calls
+/// something whose inputs cannot be seen), and when it extracts a JSON key
+/// that names a secret. Where the origin cannot be looked up, the column is
+/// masked whole.
+pub fn apply_rules(
+    m: &Masking,
+    plans: &mut [Plan],
+    cols: &[Column],
+    relations: Option<&HashMap<u32, Arc<Relation>>>,
+    lineage: Option<&Lineage>,
+    views: &[Arc<Relation>],
+) {
+    let secret_keys = lineage.is_some_and(Lineage::extracts_secret_keys);
+    if !m.has_rules() && !secret_keys {
+        return;
+    }
+    let whole = |kind: Kind| ColumnRule::new("*.*.*", kind, None).expect("a valid pattern");
+    let derived = || whole(Kind::Custom("derived".into()));
+    for (plan, col) in plans.iter_mut().zip(cols) {
+        if col.table_oid != 0 {
+            if !m.has_rules() {
+                continue;
+            }
+            let Some(rel) = relations.and_then(|r| r.get(&col.table_oid)) else {
+                plan.rule = Some(derived());
+                continue;
+            };
+            let name = rel
+                .columns
+                .get(&col.attnum)
+                .map(String::as_str)
+                .unwrap_or("");
+            if let Some(rule) = m.column_rule(&rel.schema, &rel.name, name) {
+                plan.rule = Some(rule.clone());
+            } else if !rel.is_table() {
+                if let Some((s, t, c)) = rel
+                    .reads
+                    .iter()
+                    .find(|(s, t, c)| m.column_rule(s, t, c).is_some())
+                {
+                    plan.rule = m.column_rule(s, t, c).map(|r| whole(r.kind.clone()));
+                }
+            }
+            continue;
+        }
+        if secret_keys {
+            plan.rule = Some(whole(Kind::Secret));
+            continue;
+        }
+        plan.rule = match lineage {
+            None => Some(derived()),
+            Some(l) => may_derive_from_rules(m, l, views).map(whole),
+        };
+    }
+}
+
+/// Whether a statement's expressions may derive from a column under a
+/// rule, and as what: it reads a table with rules and names such a column,
+/// or uses `*`, a whole row, or something whose inputs cannot be seen.
+pub fn may_derive_from_rules(m: &Masking, l: &Lineage, views: &[Arc<Relation>]) -> Option<Kind> {
+    // A view that reads a column under a rule: where its values come from
+    // is not known column by column, so anything derived from it is masked.
+    if let Some(kind) = views.iter().find_map(|v| {
+        v.reads
+            .iter()
+            .find_map(|(s, t, c)| m.column_rule(s, t, c))
+            .map(|r| r.kind.clone())
+    }) {
+        return Some(kind);
+    }
+    if !l.relations.iter().any(|t| m.table_has_rules(None, t)) {
+        return None;
+    }
+    let tables = l.relations.iter().map(String::as_str);
+    if let Some(rule) = m.rule_for_names(tables, l.columns.iter().map(String::as_str)) {
+        return Some(rule.kind.clone());
+    }
+    (l.star || l.opaque || l.columns.iter().any(|c| l.relations.contains(c)))
+        .then(|| Kind::Custom("derived".into()))
+}
+
 /// Masks a FunctionCallResponse's value (of a type not known here): NULL
 /// when it holds anything a detector finds.
 pub fn function_result(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<BytesMut> {
@@ -540,10 +634,56 @@ pub fn function_result(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Opt
     }
 }
 
+/// Masks what detectors find inside hex-encoded bytea (`\x` and an even
+/// run of hex digits), re-encoded as hex so the field stays a valid bytea.
+fn mask_hex_runs(m: &Masking, text: &str, counts: &mut MaskCounts) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = String::new();
+    let mut at = 0;
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'\\' && b[i + 1] == b'x' {
+            let start = i + 2;
+            let mut end = start;
+            while end < b.len() && b[end].is_ascii_hexdigit() {
+                end += 1;
+            }
+            let end = start + (end - start) / 2 * 2;
+            if end > start {
+                if let Ok(raw) = hex::decode(&text[start..end]) {
+                    if let Some((masked, kinds)) = std::str::from_utf8(&raw)
+                        .ok()
+                        .and_then(|t| m.masker.mask_text(t))
+                    {
+                        kinds.iter().for_each(|k| counts.add(k));
+                        out.push_str(&text[at..start]);
+                        out.push_str(&hex::encode(masked));
+                        at = end;
+                    }
+                }
+            }
+            i = end.max(i + 2);
+        } else {
+            i += 1;
+        }
+    }
+    if at == 0 {
+        return None;
+    }
+    out.push_str(&text[at..]);
+    Some(out)
+}
+
 /// Masks one CopyData row of a text or CSV `COPY ... TO STDOUT`. Markers
 /// hold no tabs, commas, quotes or backslashes, so the row's syntax stays.
 pub fn copy_text(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<BytesMut> {
+    // bytea fields arrive hex-encoded (`\x6b6579...`): look inside them.
+    let unhexed = std::str::from_utf8(body)
+        .ok()
+        .and_then(|t| mask_hex_runs(m, t, counts));
+    let body = unhexed.as_deref().map(str::as_bytes).unwrap_or(body);
     let masked = match inline(m, body, counts, false) {
+        Outcome::Keep if unhexed.is_some() => body.to_vec(),
         Outcome::Keep => return None,
         Outcome::Replace(r) => r,
         // Not UTF-8 and something found: withhold the row's text fields.

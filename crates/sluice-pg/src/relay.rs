@@ -17,6 +17,7 @@ use sluice_core::{Classification, Command, CommandOutcome, Effect, SessionHandle
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::catalog::{Catalog, Relation};
 use crate::classify::{Classified, Classifier};
 use crate::mask::{Column, Plan};
 use crate::wire::{command_rows, cstr, error_fields, error_response, error_response_with_detail};
@@ -164,6 +165,7 @@ pub async fn relay<C, S>(
     server: S,
     session: &SessionHandle,
     classifier: &Classifier,
+    catalog: Option<&Catalog>,
     unsafe_encoding: bool,
     mut watch: TokenWatch,
 ) -> RelayEnd
@@ -196,8 +198,11 @@ where
         client_w,
         session,
         shared.clone(),
-        fatal_rx,
-        &mut watch,
+        Ends {
+            fatal: fatal_rx,
+            watch: &mut watch,
+        },
+        catalog,
         &mut bytes_out,
     );
     let outcome = tokio::select! {
@@ -239,6 +244,8 @@ type Shape = Arc<Mutex<Option<Arc<[Column]>>>>;
 struct ResultRows {
     shape: Shape,
     formats: Option<Arc<[i16]>>,
+    /// What the statement's output columns may derive from.
+    classified: Option<Arc<Classified>>,
 }
 
 impl Prepared {
@@ -288,6 +295,7 @@ impl Prepared {
         ResultRows {
             shape: self.shape.clone(),
             formats: self.formats.clone(),
+            classified: Some(self.classified.clone()),
         }
     }
 }
@@ -459,7 +467,12 @@ fn decode_client_message(
                 crate::wire::query(&mut b, "SLUICE_REFUSED_THIS_STATEMENT");
                 b
             });
-            ops.push(Op::Command(cmd, Kind::Simple, refusal, None));
+            let rows = ResultRows {
+                shape: Shape::default(),
+                formats: None,
+                classified: Some(classified.clone()),
+            };
+            ops.push(Op::Command(cmd, Kind::Simple, refusal, Some(rows)));
             return Ok(replacement);
         }
         b'P' => {
@@ -1067,6 +1080,7 @@ where
                         shape.map(|shape| ResultRows {
                             shape,
                             formats: None,
+                            classified: None,
                         }),
                     ))),
                     Op::Sync => kinds.push(Some((Kind::Sync, None, None))),
@@ -1408,6 +1422,133 @@ struct ResultState {
     plans: Option<Arc<[Plan]>>,
     /// A text or CSV `COPY ... TO STDOUT` is streaming.
     copy_out: bool,
+    /// A `COPY ... TO STDOUT` of columns under rules is streaming: its data
+    /// is withheld and its completion becomes an error.
+    withheld: bool,
+    /// The COPY about to stream may return a column under a rule.
+    copy_under_rules: bool,
+}
+
+/// Works out how the current result set's columns are masked, at its
+/// RowDescription (a simple Query) or its first row (an Execute, whose
+/// columns a Describe told earlier, in the formats its Bind asked for).
+/// Column rules need the source tables' names: looked up in the catalog.
+async fn result_plans(
+    tag: u8,
+    body: &[u8],
+    shared: &Shared,
+    m: &Masking,
+    catalog: Option<&Catalog>,
+) -> Result<Option<Arc<[Plan]>>, String> {
+    let (cols, formats, lineage) = if tag == b'T' {
+        let Some(cols) = on_description(tag, shared, Some(body))? else {
+            return Ok(None);
+        };
+        let sh = shared.lock();
+        let lineage = sh
+            .queue
+            .front()
+            .and_then(|p| p.result.as_ref()?.classified.clone());
+        (Some(cols), None, lineage)
+    } else {
+        let sh = shared.lock();
+        match sh.queue.front() {
+            Some(p) if matches!(p.kind, Kind::Extended | Kind::Simple) => match &p.result {
+                Some(r) => {
+                    let cols = r.shape.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    (
+                        cols.map(|c| c.to_vec()),
+                        r.formats.clone(),
+                        r.classified.clone(),
+                    )
+                }
+                None => (None, None, None),
+            },
+            _ => return Err(unexpected(tag, &sh.queue)),
+        }
+    };
+    let Some(cols) = cols else {
+        // Nothing tells the columns: every value is judged by its bytes.
+        return Ok(Some(Arc::from(Vec::new())));
+    };
+    let mut plans = match (tag, &formats) {
+        (b'T', _) => crate::mask::plans(&cols, None),
+        (_, Some(f)) => crate::mask::plans(&cols, Some(f)),
+        (_, None) => cols.iter().map(|_| Plan::unknown()).collect(),
+    };
+    let oids: Vec<u32> = cols
+        .iter()
+        .map(|c| c.table_oid)
+        .filter(|&o| o != 0)
+        .collect();
+    let relations = match catalog {
+        Some(catalog) if m.has_rules() && !oids.is_empty() => {
+            match catalog.relations(&oids).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    // Without the names, every plain column is masked whole.
+                    tracing::warn!(error = %e, "catalog lookup failed; masking the result's columns whole");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let lineage = lineage.as_deref().map(|c| &c.lineage);
+    let views = if cols.iter().any(|c| c.table_oid == 0) {
+        views_read(m, catalog, lineage).await
+    } else {
+        Vec::new()
+    };
+    crate::mask::apply_rules(m, &mut plans, &cols, relations.as_ref(), lineage, &views);
+    Ok(Some(Arc::from(plans)))
+}
+
+/// The views a statement reads, for rules on the columns they read. When
+/// they cannot be looked up, a stand-in that reads everything is returned:
+/// whatever may derive from a view is then masked.
+async fn views_read(
+    m: &Masking,
+    catalog: Option<&Catalog>,
+    lineage: Option<&crate::classify::Lineage>,
+) -> Vec<Arc<Relation>> {
+    let Some(l) = lineage else {
+        return Vec::new();
+    };
+    if !m.has_rules() || l.relations.is_empty() {
+        return Vec::new();
+    }
+    let names: Vec<&str> = l.relations.iter().map(String::as_str).collect();
+    let found = match catalog {
+        Some(c) => c.views_named(&names).await,
+        None => Err("no catalog".into()),
+    };
+    found.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "view lookup failed; masking derived columns whole");
+        vec![Arc::new(Relation {
+            kind: 'v',
+            reads: vec![("*".into(), "*".into(), "*".into())],
+            ..Relation::default()
+        })]
+    })
+}
+
+/// Whether a `COPY ... TO STDOUT` may return a column under a rule.
+async fn copy_under_rules(shared: &Shared, m: &Masking, catalog: Option<&Catalog>) -> bool {
+    if !m.has_rules() {
+        return false;
+    }
+    let lineage = {
+        let sh = shared.lock();
+        sh.queue
+            .front()
+            .and_then(|p| p.result.as_ref()?.classified.clone())
+    };
+    let Some(c) = lineage else {
+        return true;
+    };
+    let views = views_read(m, catalog, Some(&c.lineage)).await;
+    crate::mask::may_derive_from_rules(m, &c.lineage, &views).is_some()
 }
 
 /// Masks one message that can carry data to the client (rows, copy data,
@@ -1422,47 +1563,8 @@ fn on_result_message(
 ) -> Result<Option<BytesMut>, String> {
     let mut counts = MaskCounts::default();
     let out = match tag {
-        b'T' => {
-            if let Some(cols) = on_description(tag, shared, Some(body))? {
-                rs.plans = Some(Arc::from(crate::mask::plans(&cols, None)));
-            }
-            return Ok(None);
-        }
         b'D' => {
-            let plans = match &rs.plans {
-                Some(p) => p.clone(),
-                None => {
-                    let sh = shared.lock();
-                    let p = match sh.queue.front() {
-                        Some(
-                            p @ Pending {
-                                kind: Kind::Extended,
-                                ..
-                            },
-                        ) => match &p.result {
-                            // What a Describe told about the statement, in
-                            // the formats the Bind asked for; without them
-                            // every value is judged by its bytes.
-                            Some(r) => {
-                                let cols =
-                                    r.shape.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                                match (cols, &r.formats) {
-                                    (Some(cols), Some(f)) => crate::mask::plans(&cols, Some(f)),
-                                    _ => Vec::new(),
-                                }
-                            }
-                            None => Vec::new(),
-                        },
-                        Some(Pending {
-                            kind: Kind::Simple, ..
-                        }) => Vec::new(),
-                        _ => return Err(unexpected(tag, &sh.queue)),
-                    };
-                    let p: Arc<[Plan]> = Arc::from(p);
-                    rs.plans = Some(p.clone());
-                    p
-                }
-            };
+            let plans = rs.plans.clone().unwrap_or_else(|| Arc::from(Vec::new()));
             crate::mask::data_row(m, &plans, body, &mut counts)?
         }
         b'H' => {
@@ -1471,9 +1573,20 @@ fn on_result_message(
                     "a binary COPY TO STDOUT cannot be masked; use FORMAT text or csv".into(),
                 );
             }
+            // COPY rows carry no column origins: when rules may apply, the
+            // data is withheld (SELECT is masked column by column).
+            let simple = matches!(front(&shared.lock().queue), Some(Kind::Simple));
+            if rs.copy_under_rules {
+                if !simple {
+                    return Err("a COPY TO STDOUT of columns under masking rules cannot be masked; use SELECT".into());
+                }
+                rs.withheld = true;
+                return Ok(Some(BytesMut::new()));
+            }
             rs.copy_out = true;
             return Ok(None);
         }
+        b'd' | b'c' if rs.withheld => return Ok(Some(BytesMut::new())),
         b'd' if rs.copy_out => crate::mask::copy_text(m, body, &mut counts),
         b'c' => {
             rs.copy_out = false;
@@ -1547,13 +1660,20 @@ fn mentions_stand_in(message: &str) -> bool {
     message.to_ascii_lowercase().contains("sluice_refused")
 }
 
+/// What ends a session from outside the server's stream: the client
+/// half's fatal errors, and the token's expiry or revocation.
+struct Ends<'a> {
+    fatal: mpsc::Receiver<Fatal>,
+    watch: &'a mut TokenWatch,
+}
+
 async fn server_to_client<R, W>(
     mut server: R,
     mut client: W,
     session: &SessionHandle,
     shared: Shared,
-    mut fatal: mpsc::Receiver<Fatal>,
-    watch: &mut TokenWatch,
+    ends: Ends<'_>,
+    catalog: Option<&Catalog>,
     bytes_out: &mut u64,
 ) -> String
 where
@@ -1568,6 +1688,7 @@ where
     let masking = session.masking.clone();
     let mut results = ResultState::default();
     let mut edits = Edits::default();
+    let Ends { mut fatal, watch } = ends;
     let invalidated = watch.wait();
     tokio::pin!(invalidated);
     loop {
@@ -1646,7 +1767,34 @@ where
                     break;
                 }
                 let body = &buf[pos + 5..pos + total];
+                if let Some(m) = &masking {
+                    if tag == b'H' {
+                        results.copy_under_rules = copy_under_rules(&shared, m, catalog).await;
+                    }
+                    if tag == b'T' || (tag == b'D' && results.plans.is_none()) {
+                        match result_plans(tag, body, &shared, m, catalog).await {
+                            Ok(Some(plans)) => results.plans = Some(plans),
+                            Ok(None) => {}
+                            Err(e) => followed = Err(e),
+                        }
+                    }
+                }
                 followed = match &masking {
+                    _ if followed.is_err() => followed,
+                    Some(_) if tag == b'T' => Ok(None),
+                    Some(_) if tag == b'C' && results.withheld => {
+                        on_server_message(tag, body, &shared, session, &mut copy_in).map(|_| {
+                            let mut e = BytesMut::new();
+                            error_response(
+                                &mut e,
+                                "ERROR",
+                                "42501",
+                                "sluice: COPY TO STDOUT would return columns under masking rules, and COPY rows do not say which column a value comes from; use SELECT, which is masked column by column",
+                                None,
+                            );
+                            Some(e)
+                        })
+                    }
                     Some(m) if !server_inspects(tag) => {
                         on_result_message(tag, body, &shared, m, &mut results)
                     }

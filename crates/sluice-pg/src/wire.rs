@@ -170,6 +170,12 @@ pub fn execute(buf: &mut BytesMut, portal: &str) {
     finish(buf, at);
 }
 
+/// A Terminate message.
+pub fn terminate(buf: &mut BytesMut) {
+    let at = begin(buf, b'X');
+    finish(buf, at);
+}
+
 /// A Bind message without parameters or result formats.
 pub fn bind(buf: &mut BytesMut, portal: &str, statement: &str) {
     let at = begin(buf, b'B');

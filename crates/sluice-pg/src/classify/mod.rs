@@ -13,6 +13,7 @@
 //!   value, and never does: constants are data, not commands.
 
 mod functions;
+mod lineage;
 mod walk;
 
 use std::collections::HashMap;
@@ -23,6 +24,8 @@ use pg_query::{NodeEnum, ParserOptions};
 use sluice_core::{Class, Classification};
 
 pub use functions::{FunctionClass, FunctionTable};
+pub use lineage::Lineage;
+use lineage::LineageScan;
 use walk::Visitor;
 
 /// A classified message, with what the relay needs to follow prepared
@@ -40,6 +43,8 @@ pub struct Classified {
     /// `FETCH`/`MOVE` from portals opened in an earlier message: fetching
     /// runs the portal's statement (a bound DELETE ... RETURNING included).
     pub fetches: Vec<String>,
+    /// What its output columns may derive from, for masking.
+    pub lineage: Lineage,
     /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL` and `DISCARD ALL`.
     pub deallocates: Vec<Option<String>>,
     /// It may change `client_encoding`, which changes how later messages'
@@ -162,6 +167,9 @@ impl Classifier {
         for node in &stmts {
             let c = self.statement(node, &mut local, &mut out);
             all.merge(&c);
+            let mut lineage = LineageScan::new(&self.functions);
+            walk::walk(*node, &mut lineage);
+            out.lineage.merge(&lineage.lineage);
         }
         if all.effects.is_empty() {
             // Only comments, or nothing: the server answers EmptyQueryResponse.
@@ -396,6 +404,7 @@ impl Classified {
         self.executes.extend(other.executes.iter().cloned());
         self.declares.extend(other.declares.iter().cloned());
         self.fetches.extend(other.fetches.iter().cloned());
+        self.lineage.merge(&other.lineage);
         self.deallocates.extend(other.deallocates.iter().cloned());
         self.changes_encoding |= other.changes_encoding;
     }
@@ -449,6 +458,7 @@ impl From<Classification> for Classified {
             executes: vec![],
             declares: vec![],
             fetches: vec![],
+            lineage: Lineage::default(),
             deallocates: vec![],
             changes_encoding: false,
             parse_failed: false,
@@ -825,5 +835,28 @@ mod tests {
         assert!(c.functions.contains("lower"));
         assert!(c.flags.multi_statement && !c.flags.has_where);
         assert_eq!(c.flags.statements, 2);
+    }
+
+    #[test]
+    fn lineage_names_what_outputs_may_derive_from() {
+        let c = Classifier::new(HashMap::new());
+        let l = c
+            .classify_uncached("SELECT upper(c.email) AS x, row_to_json(c), p.profile->>'db_password' FROM customers c JOIN payments p USING (id)")
+            .lineage;
+        assert!(
+            l.columns.contains("email") && l.columns.contains("c"),
+            "{l:?}"
+        );
+        assert!(l.relations.contains("customers") && l.relations.contains("c"));
+        assert!(l.extracts_secret_keys(), "{l:?}");
+        assert!(!l.star && !l.opaque);
+        let l = c
+            .classify_uncached("SELECT t.*, count(*), my_fn(x) FROM t")
+            .lineage;
+        assert!(l.star && l.opaque, "{l:?}");
+        assert!(!c
+            .classify_uncached("SELECT 'password'")
+            .lineage
+            .extracts_secret_keys());
     }
 }

@@ -1,0 +1,266 @@
+//! What the target's catalog says about the relations a result comes from:
+//! the schema, table and column names behind RowDescription's table oid and
+//! column number, which is what column rules are written in, and for views
+//! the base columns they read. Looked up on a session of the gateway's own
+//! (the client's session is never used), and cached briefly per connection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rustls::ClientConfig;
+use sluice_core::Connection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::wire::error_fields;
+
+/// How long a relation's names are trusted: a rename takes at most this
+/// long to be seen.
+const FRESH: Duration = Duration::from_secs(30);
+/// Most relations cached per connection.
+const MAX_CACHED: usize = 4096;
+
+/// A relation results can come from.
+#[derive(Debug, Clone, Default)]
+pub struct Relation {
+    pub schema: String,
+    pub name: String,
+    /// `pg_class.relkind`: `r` table, `p` partitioned, `v` view, `m`
+    /// materialized view, `f` foreign table, ...
+    pub kind: char,
+    /// Column number to name.
+    pub columns: HashMap<i16, String>,
+    /// For views: the base columns (schema, table, column) they read,
+    /// through nested views.
+    pub reads: Vec<(String, String, String)>,
+}
+
+impl Relation {
+    /// Whether the relation stores its own rows, so a column of it is that column.
+    pub fn is_table(&self) -> bool {
+        matches!(self.kind, 'r' | 'p' | 'f')
+    }
+}
+
+/// Catalog lookups for one connection.
+pub struct Catalog {
+    conn: Arc<Connection>,
+    tls: Option<Arc<ClientConfig>>,
+    cache: Mutex<HashMap<u32, (Instant, Arc<Relation>)>>,
+    /// Relation name to the oids of the views (in any schema) of that name.
+    views: Mutex<HashMap<String, (Instant, Vec<u32>)>>,
+}
+
+impl Catalog {
+    /// Lookups on `conn`'s target, over `tls` when it has any.
+    pub fn new(conn: Arc<Connection>, tls: Option<Arc<ClientConfig>>) -> Catalog {
+        Catalog {
+            conn,
+            tls,
+            cache: Mutex::new(HashMap::new()),
+            views: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The views (and materialized views), in any schema, with one of
+    /// these names, with the base columns they read.
+    pub async fn views_named(&self, names: &[&str]) -> Result<Vec<Arc<Relation>>, String> {
+        let mut oids = Vec::new();
+        let mut missing = Vec::new();
+        {
+            let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+            for &name in names {
+                match views.get(name) {
+                    Some((at, o)) if at.elapsed() < FRESH => oids.extend(o),
+                    _ => missing.push(name),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            // Names come from the client's statement: each is quoted with a
+            // random dollar tag it does not contain.
+            let tag = format!("n{}", hex::encode(rand::random::<[u8; 6]>()));
+            if missing.iter().any(|n| n.contains(&tag)) {
+                return Err("catalog lookup: unusable relation name".into());
+            }
+            let list = missing
+                .iter()
+                .map(|n| format!("${tag}${n}${tag}$"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let rows = self
+                .query(&format!(
+                    "SELECT c.oid, c.relname FROM pg_catalog.pg_class c \
+                     WHERE c.relkind IN ('v', 'm') AND c.relname IN ({list})"
+                ))
+                .await?;
+            let mut found: HashMap<String, Vec<u32>> = missing
+                .iter()
+                .map(|n| (n.to_string(), Vec::new()))
+                .collect();
+            for (_, row) in rows {
+                let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+                if let Ok(oid) = field(0).parse::<u32>() {
+                    found.entry(field(1)).or_default().push(oid);
+                    oids.push(oid);
+                }
+            }
+            let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+            if views.len() + found.len() > MAX_CACHED {
+                views.clear();
+            }
+            for (name, o) in found {
+                views.insert(name, (Instant::now(), o));
+            }
+        }
+        if oids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.relations(&oids).await?.into_values().collect())
+    }
+
+    /// The relations with these oids; an oid the target does not know is absent.
+    pub async fn relations(&self, oids: &[u32]) -> Result<HashMap<u32, Arc<Relation>>, String> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            for &oid in oids {
+                match cache.get(&oid) {
+                    Some((at, r)) if at.elapsed() < FRESH => {
+                        found.insert(oid, r.clone());
+                    }
+                    _ if !missing.contains(&oid) => missing.push(oid),
+                    _ => {}
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let fetched = self.fetch(&missing).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() + fetched.len() > MAX_CACHED {
+            cache.clear();
+        }
+        for (oid, r) in fetched {
+            let r = Arc::new(r);
+            cache.insert(oid, (Instant::now(), r.clone()));
+            found.insert(oid, r);
+        }
+        Ok(found)
+    }
+
+    async fn fetch(&self, oids: &[u32]) -> Result<HashMap<u32, Relation>, String> {
+        let list = oids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        // Oids are numbers: nothing a client sent is spliced into this text.
+        let sql = format!(
+            "SELECT c.oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             WHERE c.oid IN ({list}); \
+             WITH RECURSIVE reads(view, rel, att) AS ( \
+               SELECT r.ev_class, d.refobjid, d.refobjsubid FROM pg_catalog.pg_rewrite r \
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+                 AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjsubid > 0 \
+               WHERE r.ev_class IN ({list}) AND d.refobjid <> r.ev_class \
+               UNION \
+               SELECT reads.view, d.refobjid, d.refobjsubid FROM reads \
+               JOIN pg_catalog.pg_rewrite r ON r.ev_class = reads.rel \
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+                 AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjsubid > 0 \
+               WHERE d.refobjid <> r.ev_class) \
+             SELECT reads.view, n.nspname, c.relname, a.attname FROM reads \
+             JOIN pg_catalog.pg_class c ON c.oid = reads.rel \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = reads.rel AND a.attnum = reads.att"
+        );
+        let rows = self.query(&sql).await?;
+        let mut out: HashMap<u32, Relation> = HashMap::new();
+        for (set, row) in rows {
+            let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            let Ok(oid) = field(0).parse::<u32>() else {
+                continue;
+            };
+            let r = out.entry(oid).or_default();
+            if set == 0 {
+                r.schema = field(1);
+                r.name = field(2);
+                r.kind = field(3).chars().next().unwrap_or('?');
+                if let Ok(n) = field(4).parse() {
+                    r.columns.insert(n, field(5));
+                }
+            } else {
+                r.reads.push((field(1), field(2), field(3)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs a simple query on a new session of the gateway's own; returns
+    /// each row with the index of the result set it belongs to.
+    async fn query(&self, sql: &str) -> Result<Vec<(usize, Vec<Option<String>>)>, String> {
+        let session =
+            crate::target::connect(&self.conn, self.tls.as_ref(), &[], Duration::from_secs(10))
+                .await
+                .map_err(|e| format!("catalog lookup: {e}"))?;
+        let mut io = session.io;
+        let mut msg = BytesMut::new();
+        crate::wire::query(&mut msg, sql);
+        io.write_all(&msg).await.map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        let mut set = 0;
+        let mut error = None;
+        let result = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let tag = io.read_u8().await.map_err(|e| e.to_string())?;
+                let len = io.read_u32().await.map_err(|e| e.to_string())? as usize;
+                if !(4..=64 * 1024 * 1024).contains(&len) {
+                    return Err("catalog lookup: bad message length".to_string());
+                }
+                let mut body = vec![0u8; len - 4];
+                io.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+                match tag {
+                    b'D' => rows.push((set, data_row(&body).ok_or("catalog lookup: bad row")?)),
+                    b'C' => set += 1,
+                    b'E' => error = Some(error_fields(&body).1.unwrap_or_default()),
+                    b'Z' => return Ok(()),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        let mut bye = BytesMut::new();
+        crate::wire::terminate(&mut bye);
+        let _ = io.write_all(&bye).await;
+        result.map_err(|_| "catalog lookup timed out".to_string())??;
+        match error {
+            Some(e) => Err(format!("catalog lookup failed: {e}")),
+            None => Ok(rows),
+        }
+    }
+}
+
+/// The text values of a DataRow.
+fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+    let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
+    let mut at = 2;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let v = body.get(at..at + len as usize)?;
+        at += len as usize;
+        out.push(Some(String::from_utf8_lossy(v).into_owned()));
+    }
+    Some(out)
+}

@@ -1,0 +1,451 @@
+//! Inline masking end to end: a seeded database with realistic sensitive
+//! values, read through the gateway with psql (text) and a driver in
+//! binary mode; no clear value reaches the client in any message, and
+//! everything else is exactly what a direct connection returns.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use sluice_core::detect::Detectors;
+use sluice_core::mask::{Masker, Style};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// The sensitive values seeded; none may appear in what a masked client gets.
+const SECRETS: &[&str] = &[
+    "jane.doe@example.com",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "5555555555554444",
+    "078-05-1120",
+    "+44 20 7946 0958",
+    "GB82WEST12345698765432",
+    "AKIAIOSFODNN7EXAMPLE",
+    "hunter2-correct-horse",
+    "203.0.113.77",
+    "call after 5pm",
+];
+
+fn direct(target: &PgServer) -> String {
+    format!(
+        "host=127.0.0.1 port={} dbname=shop user=app password={TARGET_PASSWORD} sslmode=disable",
+        target.port
+    )
+}
+
+fn seed(target: &PgServer) {
+    psql_ok(
+        &direct(target),
+        r#"
+        CREATE TABLE customers (
+          id int PRIMARY KEY, name text, email text, phone text, card text, ssn text,
+          iban text, notes text, profile jsonb, tags text[], card_number bigint,
+          last_ip inet, blob bytea, amount numeric(10,2), created date);
+        INSERT INTO customers VALUES
+          (1, 'Jane Doe', 'jane.doe@example.com', '+44 20 7946 0958', '4111 1111 1111 1111',
+           '078-05-1120', 'GB82WEST12345698765432', 'call after 5pm; order 1234567',
+           '{"email": "jane.doe@example.com", "db_password": "hunter2-correct-horse", "plan": "gold", "visits": 12}',
+           ARRAY['vip', 'jane.doe@example.com'], 5555555555554444, '203.0.113.77',
+           convert_to('key AKIAIOSFODNN7EXAMPLE', 'UTF8'), 120.50, '2024-01-02'),
+          (2, 'Order Bot', 'n/a', 'n/a', 'order 1234567890123', 'v1.2.3',
+           'version 10.4.1 shipped 2024-03-05 12:30:00', 'no notes', '{"plan": "free"}', ARRAY['basic'],
+           1234567, NULL, convert_to('plain', 'UTF8'), 3.00, '2024-02-03');
+        CREATE VIEW customer_notes AS SELECT id, name, notes FROM customers;
+        CREATE VIEW customer_names AS SELECT id, name FROM customers;
+        "#,
+    );
+}
+
+fn gateway(target: &PgServer) -> Gateway {
+    Gateway::start(
+        "",
+        "allow_plaintext_loopback = true",
+        &(String::from(
+            "[policy.groups]\npii-readers = [\"carol\"]\n\n\
+             [[masking.columns]]\ncolumn = \"public.customers.notes\"\nkind = \"notes\"\n\n",
+        ) + &connection_toml("dev", target, "prefer", "env = \"dev\"")),
+    )
+}
+
+fn agent_token(gw: &Gateway) -> String {
+    gw.cli_ok(&[
+        "token",
+        "issue",
+        "--principal",
+        "carol",
+        "--actor",
+        "agent:claude",
+        "--connection",
+        "dev",
+        "--ttl",
+        "10m",
+    ])
+    .trim()
+    .to_string()
+}
+
+fn assert_no_secret(what: &str, out: &str) {
+    for s in SECRETS {
+        assert!(!out.contains(s), "{what}: {s:?} leaked in {out}");
+    }
+}
+
+#[test]
+fn psql_never_sees_a_clear_value_and_everything_else_is_untouched() {
+    let target = PgServer::start(Auth::Scram, false);
+    seed(&target);
+    let gw = gateway(&target);
+    let info = gw.conninfo("dev", "carol", &agent_token(&gw));
+
+    let all = psql_ok(&info, "SELECT * FROM customers ORDER BY id");
+    assert_no_secret("select *", &all);
+    assert!(all.contains("[redacted:email]"), "{all}");
+    assert!(
+        all.contains("\"db_password\": \"[redacted:secret]\""),
+        "JSON masked in place: {all}"
+    );
+    // Order numbers, versions and timestamps are not mistaken for anything.
+    assert!(all.contains("order 1234567890123") && all.contains("version 10.4.1 shipped"));
+
+    // Renaming, casting, wrapping and aggregating do not reveal the values.
+    for sql in [
+        "SELECT email AS contact FROM customers",
+        "SELECT upper(email), lower(card), email::varchar(100) FROM customers",
+        "SELECT 'mail: ' || email || ' / ' || phone FROM customers",
+        "SELECT string_agg(email, ',') FROM customers",
+        "SELECT profile->>'email', profile->'db_password', tags[2] FROM customers",
+        "SELECT row_to_json(c) FROM customers c",
+        "SELECT json_agg(c) FROM customers c",
+        "SELECT card_number, card_number::text, last_ip, host(last_ip) FROM customers",
+        "SELECT convert_from(blob, 'UTF8'), blob FROM customers",
+        "SELECT ssn, iban FROM customers",
+    ] {
+        assert_no_secret(sql, &psql_ok(&info, sql));
+    }
+
+    // A column rule follows the data, not the name: aliases, subqueries,
+    // expressions, whole rows and views over the column are masked.
+    for sql in [
+        "SELECT notes FROM customers",
+        "SELECT notes AS harmless FROM customers",
+        "SELECT h FROM (SELECT notes AS h FROM customers) s",
+        "SELECT upper(notes), notes || '!' FROM customers",
+        "SELECT row_to_json(c) FROM customers c",
+        "SELECT * FROM customers",
+        "SELECT * FROM customer_notes",
+        "SELECT string_agg(notes, ';') FROM customers",
+    ] {
+        let out = psql_ok(&info, sql);
+        assert_no_secret(sql, &out);
+        assert!(!out.contains("no notes"), "{sql}: {out}");
+    }
+    assert!(psql_ok(&info, "SELECT notes FROM customers").contains("[redacted:notes]"));
+    // What does not derive from it stays clear.
+    assert_eq!(psql_ok(&info, "SELECT count(*) FROM customers").trim(), "2");
+    assert_eq!(
+        psql_ok(&info, "SELECT name FROM customer_names ORDER BY id"),
+        "Jane Doe\nOrder Bot\n"
+    );
+
+    // Columns without sensitive values are byte-identical to a direct read.
+    let plain = "SELECT id, name, amount, created, tags[1] FROM customers ORDER BY id";
+    assert_eq!(psql_ok(&info, plain), psql_ok(&direct(&target), plain));
+
+    // COPY out, text and CSV, masked row by row; a COPY that would return
+    // a column under a rule is refused (its rows do not say which column a
+    // value is), and so is binary COPY.
+    for sql in [
+        "COPY (SELECT id, email, profile, blob FROM customers) TO STDOUT",
+        "COPY (SELECT id, email, phone, blob FROM customers) TO STDOUT WITH (FORMAT csv, HEADER)",
+        "COPY (SELECT * FROM customer_names) TO STDOUT",
+    ] {
+        let out = psql_ok(&info, sql);
+        assert_no_secret(sql, &out);
+        assert!(!out.contains(&hex::encode("AKIAIOSFODNN7EXAMPLE")), "{out}");
+        assert!(out.lines().count() >= 2, "{out}");
+    }
+    for sql in [
+        "COPY customers TO STDOUT",
+        "COPY customers (id, notes) TO STDOUT",
+        "COPY (SELECT * FROM customer_notes) TO STDOUT",
+        "COPY (SELECT upper(notes) FROM customers) TO STDOUT",
+    ] {
+        let out = psql(&info, sql);
+        assert!(!out.status.success(), "{sql}");
+        assert_no_secret(sql, &String::from_utf8_lossy(&out.stdout));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("use SELECT"),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Expressions over a view that reads a column under a rule are masked.
+    let out = psql_ok(
+        &info,
+        "SELECT upper(notes), length(name) FROM customer_notes",
+    );
+    assert!(!out.contains("CALL AFTER"), "{out}");
+    assert_eq!(
+        psql_ok(&info, "SELECT 1").trim(),
+        "1",
+        "the session goes on"
+    );
+    let out = psql(&info, "COPY customers TO STDOUT WITH (FORMAT binary)");
+    assert!(!out.status.success());
+    assert_no_secret("binary copy", &String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("binary COPY TO STDOUT cannot be masked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Errors and notices echo values; they are masked too.
+    let out = psql(&info, "SELECT email::int FROM customers WHERE id = 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[redacted:email]"), "{err}");
+    assert_no_secret("error", &err);
+    let out = psql(
+        &info,
+        "DO $$ BEGIN RAISE NOTICE 'found %', (SELECT card FROM customers WHERE id = 1); END $$",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NOTICE") && err.contains("[redacted:card]"),
+        "{err}"
+    );
+    assert_no_secret("notice", &err);
+
+    // What was masked is recorded, by kind, never the values.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let record = gw.last_session("carol").to_string();
+            assert_no_secret("the record", &record);
+            record.contains("\"masked\":{\"card\":1}")
+        }),
+        "masked counts recorded"
+    );
+
+    // A human in the cleared group sees clear values, and that is recorded.
+    let carol = gw.conninfo("dev", "carol", &gw.token("carol", "dev", "10m"));
+    assert!(psql_ok(&carol, "SELECT email FROM customers").contains("jane.doe@example.com"));
+    assert!(eventually(Duration::from_secs(10), || {
+        gw.last_session("carol")["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "session.unmasked")
+    }));
+    // Anyone else, human or not, is masked.
+    let dave = gw.conninfo("dev", "dave", &gw.token("dave", "dev", "10m"));
+    assert_no_secret("dave", &psql_ok(&dave, "SELECT * FROM customers"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_mode_driver_gets_masked_values_it_can_decode() {
+    let target = PgServer::start(Auth::Scram, false);
+    seed(&target);
+    let gw = gateway(&target);
+    let token = agent_token(&gw);
+    let (client, mut conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=dev user=carol password={token}",
+            gw.pg_port
+        ),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let AsyncMessage::Notification(n) = msg {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+
+    // Prepared statements return binary values, decoded by type.
+    let row = client
+        .query_one(
+            "SELECT id, email, profile, tags, card_number, last_ip::text, blob, amount::float8 FROM customers WHERE id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert_eq!(row.get::<_, String>(1), "[redacted:email]");
+    let profile: String = client
+        .query_one("SELECT profile::text FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(profile.contains("[redacted:secret]") && profile.contains("\"gold\""));
+    let tags: Vec<String> = row.get(3);
+    assert_eq!(
+        tags,
+        vec!["vip".to_string(), "[redacted:email]".to_string()]
+    );
+    assert_eq!(
+        row.get::<_, Option<i64>>(4),
+        None,
+        "a card in a bigint becomes NULL"
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(5),
+        Some("[redacted:ip]/32".into())
+    );
+    assert_eq!(row.get::<_, Vec<u8>>(6), b"key [redacted:secret]".to_vec());
+    assert_eq!(row.get::<_, f64>(7), 120.5);
+    // Unchanged rows decode exactly as direct ones.
+    let other = client
+        .query_one("SELECT card_number, blob FROM customers WHERE id = 2", &[])
+        .await
+        .unwrap();
+    assert_eq!(other.get::<_, Option<i64>>(0), Some(1234567));
+    assert_eq!(other.get::<_, Vec<u8>>(1), b"plain".to_vec());
+
+    // Notifications are masked.
+    client.batch_execute("LISTEN events").await.unwrap();
+    client
+        .batch_execute("NOTIFY events, 'new signup jane.doe@example.com'")
+        .await
+        .unwrap();
+    let payload = tokio::time::timeout(Duration::from_secs(10), notes.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(payload, "new signup [redacted:email]");
+
+    // A stream of rows keeps its shape: same count, same columns.
+    let rows = client
+        .query(
+            "SELECT g, 'user' || g || '@example.com', g * 1000 FROM generate_series(1, 500) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 500);
+    assert!(rows
+        .iter()
+        .all(|r| r.len() == 3 && r.get::<_, String>(1) == "[redacted:email]"));
+    let _ = client.query("SELECT 1", &[]).await.unwrap();
+    let copy = client
+        .copy_out("COPY (SELECT email FROM customers) TO STDOUT")
+        .await
+        .unwrap();
+    let chunks: Vec<_> = copy.collect().await;
+    let text: String = chunks
+        .into_iter()
+        .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
+        .collect();
+    assert!(text.contains("[redacted:email]") && !text.contains("jane.doe"));
+}
+
+/// Property: for random values, a masked session returns the same rows and
+/// columns as a direct one; each value is the direct value, masked exactly
+/// where a detector finds something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_keeps_rows_and_columns_and_changes_only_what_is_found() {
+    use rand::{Rng, SeedableRng};
+    let target = PgServer::start(Auth::Scram, false);
+    let gw = gateway(&target);
+    let token = agent_token(&gw);
+    let (direct_client, conn) = tokio_postgres::connect(&direct(&target), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (masked_client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=dev user=carol password={token}",
+            gw.pg_port
+        ),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    direct_client
+        .batch_execute("CREATE TABLE samples (id int, v text, j jsonb, n bigint)")
+        .await
+        .unwrap();
+    let parts = [
+        "hello",
+        "order 12345678",
+        "jane@example.com",
+        "4111 1111 1111 1111",
+        "v2.3.4",
+        "+1 415 555 2671",
+        "2024-05-06 07:08:09",
+        "10.0.0.1",
+        "password=s3cret",
+        "é ü ✓",
+        "",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for id in 0..300i32 {
+        let v: Vec<&str> = (0..rng.gen_range(0..4))
+            .map(|_| parts[rng.gen_range(0..parts.len())])
+            .collect();
+        let v = v.join(" ");
+        let j = serde_json::json!({ "note": v, "n": id }).to_string();
+        let n: i64 = if rng.gen_bool(0.2) {
+            4111111111111111
+        } else {
+            rng.gen_range(0..1_000_000_000)
+        };
+        direct_client
+            .execute(
+                "INSERT INTO samples VALUES ($1, $2, $3::text::jsonb, $4)",
+                &[&id, &v, &j, &n],
+            )
+            .await
+            .unwrap();
+    }
+    let masker = Masker::new(
+        Detectors::default(),
+        BTreeMap::new(),
+        Style::Redact,
+        [0; 32],
+    );
+    let sql = "SELECT id, v, j::text, n FROM samples ORDER BY id";
+    let want = direct_client.query(sql, &[]).await.unwrap();
+    let got = masked_client.query(sql, &[]).await.unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.len(), w.len());
+        let wv: String = w.get(1);
+        let gv: String = g.get(1);
+        let expected = masker.mask_text(&wv).map(|(t, _)| t).unwrap_or(wv.clone());
+        assert_eq!(gv, expected, "value {wv:?}");
+        let wn: i64 = w.get(3);
+        let gn: Option<i64> = g.get(3);
+        if masker.mask_text(&wn.to_string()).is_some() {
+            assert_eq!(gn, None);
+        } else {
+            assert_eq!(gn, Some(wn));
+        }
+        let gj: String = g.get(2);
+        serde_json::from_str::<serde_json::Value>(&gj).expect("masked JSON still parses");
+    }
+    // The same through the simple protocol (text format).
+    let rows: Vec<_> = masked_client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.len(), want.len());
+    for (g, w) in rows.iter().zip(&want) {
+        assert_eq!(g.len(), w.len());
+        let wv: String = w.get(1);
+        let expected = masker.mask_text(&wv).map(|(t, _)| t).unwrap_or(wv.clone());
+        assert_eq!(g.get(1), Some(expected.as_str()));
+    }
+}
