@@ -11,8 +11,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use sluice_core::audit::EventDraft;
 use sluice_core::store::{SessionFilter, TokenRecord};
 use sluice_core::{Core, CoreError, IssueRequest, StoreError};
+use sluice_pg::tools::MaskTools;
 
 /// An API error, rendered as `{"error": "..."}` with a status.
 pub struct ApiError(StatusCode, String);
@@ -46,8 +48,10 @@ impl From<CoreError> for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Builds the router.
-pub fn router(core: Arc<Core>) -> Router {
+pub fn router(core: Arc<Core>, tools: Arc<MaskTools>) -> Router {
     Router::new()
+        .route("/v1/mask/test", post(mask_test))
+        .route("/v1/mask/scan", post(mask_scan))
         .route("/v1/tokens", post(issue_token).get(list_tokens))
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/v1/sessions", get(list_sessions))
@@ -55,6 +59,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/connections", get(list_connections))
         .route("/v1/policy/reload", post(reload_policy))
+        .layer(Extension(tools))
         .layer(middleware::from_fn_with_state(core.clone(), require_admin))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(core)
@@ -185,6 +190,59 @@ async fn list_connections(State(core): State<Arc<Core>>) -> Json<serde_json::Val
         .map(|c| json!({"name": c.name, "kind": c.kind, "address": c.address, "database": c.database, "tags": c.tags}))
         .collect();
     Json(json!(list))
+}
+
+#[derive(Deserialize)]
+struct MaskTestBody {
+    connection: String,
+    sql: String,
+}
+
+/// What a masked principal would receive for a read; recorded as an admin
+/// action (the record holds the statement, never a value).
+async fn mask_test(
+    State(core): State<Arc<Core>>,
+    Extension(admin): Extension<TokenRecord>,
+    Extension(tools): Extension<Arc<MaskTools>>,
+    Json(body): Json<MaskTestBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let mut ev = EventDraft::new(
+        "mask.test",
+        json!({"connection": body.connection, "sql": body.sql}),
+    );
+    ev.principal = Some(admin.principal.clone());
+    ev.connection = Some(body.connection.clone());
+    core.record(ev).await?;
+    let report = tools
+        .test(&body.connection, &body.sql)
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(json!(report)))
+}
+
+#[derive(Deserialize)]
+struct MaskScanBody {
+    connection: String,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Columns whose sampled values trip a detector, with no rule (or all).
+async fn mask_scan(
+    State(core): State<Arc<Core>>,
+    Extension(admin): Extension<TokenRecord>,
+    Extension(tools): Extension<Arc<MaskTools>>,
+    Json(body): Json<MaskScanBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let mut ev = EventDraft::new("mask.scan", json!({"connection": body.connection}));
+    ev.principal = Some(admin.principal.clone());
+    ev.connection = Some(body.connection.clone());
+    core.record(ev).await?;
+    let findings = tools
+        .scan(&body.connection, body.all)
+        .await
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(json!({"findings": findings})))
 }
 
 async fn reload_policy(

@@ -104,9 +104,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         data_dir.display()
     );
 
-    tokio::spawn(pg.serve(pg_listener));
+    tokio::spawn(pg.clone().serve(pg_listener));
     tokio::spawn(reload_policy_on_sighup(core.clone()));
-    let api = axum::serve(api_listener, crate::api::router(core.clone()));
+    let tools = Arc::new(pg.mask_tools());
+    let api = axum::serve(api_listener, crate::api::router(core.clone(), tools));
     tokio::select! {
         r = api => r.context("API server failed")?,
         _ = shutdown_signal() => tracing::info!("shutting down"),

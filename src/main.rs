@@ -46,6 +46,34 @@ enum Cmd {
     /// Check, test and reload policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Verify masking: what a masked principal receives, and what is not covered.
+    #[command(subcommand)]
+    Mask(MaskCmd),
+}
+
+#[derive(Subcommand)]
+enum MaskCmd {
+    /// Run a read through the gateway's masking and show, column by column,
+    /// what a masked principal would receive and the rule that fired.
+    Test {
+        #[arg(long)]
+        connection: String,
+        /// One read statement (run in a read-only transaction).
+        sql: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Sample the connection's tables and list columns whose values trip a
+    /// detector but have no column rule (values are never shown).
+    Scan {
+        #[arg(long)]
+        connection: String,
+        /// List covered columns too.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,6 +278,7 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
         }
         Cmd::Token(t) => token(&api, t).await?,
+        Cmd::Mask(m) => mask(&api, m).await?,
         Cmd::Sessions(s) => sessions(&api, s).await?,
         Cmd::Connections(ConnectionsCmd::List { out }) => {
             let list = api.get("/v1/connections", &[]).await?;
@@ -589,6 +618,109 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     for r in rows {
         line(r);
     }
+}
+
+async fn mask(api: &ApiClient, cmd: MaskCmd) -> Result<()> {
+    match cmd {
+        MaskCmd::Test {
+            connection,
+            sql,
+            out,
+        } => {
+            let r = api
+                .post(
+                    "/v1/mask/test",
+                    &json!({"connection": connection, "sql": sql}),
+                )
+                .await?;
+            if out.json {
+                print_json(&r);
+                return Ok(());
+            }
+            let cols = r["columns"].as_array().cloned().unwrap_or_default();
+            for (i, c) in cols.iter().enumerate() {
+                let counts = c["masked"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k} x{v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "column {} {:?}: {}{}",
+                    i + 1,
+                    s(c, "name"),
+                    s(c, "masked_by"),
+                    if counts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (masked: {counts})")
+                    }
+                );
+            }
+            println!();
+            for row in r["rows"].as_array().cloned().unwrap_or_default() {
+                let cells: Vec<String> = row
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| "NULL".into())
+                    })
+                    .collect();
+                println!("{}", cells.join(" | "));
+            }
+            if r["truncated"].as_bool() == Some(true) {
+                println!("(more rows not shown)");
+            }
+        }
+        MaskCmd::Scan {
+            connection,
+            all,
+            out,
+        } => {
+            let r = api
+                .post(
+                    "/v1/mask/scan",
+                    &json!({"connection": connection, "all": all}),
+                )
+                .await?;
+            if out.json {
+                print_json(&r);
+                return Ok(());
+            }
+            let findings = r["findings"].as_array().cloned().unwrap_or_default();
+            if findings.is_empty() {
+                println!("no uncovered column holds values a detector recognises");
+            }
+            for f in findings {
+                let kinds = f["kinds"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k} in {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{}: {kinds} of {} sampled values; {}",
+                    s(&f, "column"),
+                    f["sampled"],
+                    match f["rule"].as_str() {
+                        Some(r) => format!("covered by {r}"),
+                        None => "no column rule".into(),
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn print_json(v: &Value) {

@@ -228,6 +228,63 @@ fn psql_never_sees_a_clear_value_and_everything_else_is_untouched() {
         "masked counts recorded"
     );
 
+    // The tools for people who configure masking: what a masked principal
+    // gets, column by column with the rule that fired; and which columns
+    // hold detectable values no rule covers. Neither shows a clear value.
+    let report = gw.cli_json(&[
+        "mask",
+        "test",
+        "--connection",
+        "dev",
+        "SELECT id, email, notes, upper(notes) AS shout FROM customers ORDER BY id",
+    ]);
+    assert_no_secret("mask test", &report.to_string());
+    let by: Vec<&str> = report["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["masked_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        by,
+        vec![
+            "detectors",
+            "detectors",
+            "public.customers.notes as notes",
+            "derived (notes)"
+        ]
+    );
+    assert_eq!(report["columns"][1]["masked"]["email"], 1);
+    assert_eq!(report["rows"][0][2], "[redacted:notes]");
+    let scan = gw.cli_json(&["mask", "scan", "--connection", "dev"]);
+    assert_no_secret("mask scan", &scan.to_string());
+    let columns: Vec<&str> = scan["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["column"].as_str().unwrap())
+        .collect();
+    for c in [
+        "public.customers.email",
+        "public.customers.card",
+        "public.customers.ssn",
+    ] {
+        assert!(columns.contains(&c), "{c} in {columns:?}");
+    }
+    assert!(!columns.contains(&"public.customers.id"));
+    let refused = gw.cli(&[
+        "mask",
+        "test",
+        "--connection",
+        "dev",
+        "DELETE FROM customers",
+    ]);
+    assert!(!refused.status.success());
+    assert_eq!(
+        psql_ok(&direct(&target), "SELECT count(*) FROM customers").trim(),
+        "2"
+    );
+
     // A human in the cleared group sees clear values, and that is recorded.
     let carol = gw.conninfo("dev", "carol", &gw.token("carol", "dev", "10m"));
     assert!(psql_ok(&carol, "SELECT email FROM customers").contains("jane.doe@example.com"));

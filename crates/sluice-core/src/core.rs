@@ -152,6 +152,11 @@ impl Core {
         }))
     }
 
+    /// How masked sessions are masked.
+    pub fn masking(&self) -> Arc<Masking> {
+        self.masking.clone()
+    }
+
     /// The policies in force.
     pub fn policy(&self) -> Arc<PolicyEngine> {
         self.policy

@@ -205,34 +205,68 @@ impl Catalog {
     /// Runs a simple query on a new session of the gateway's own; returns
     /// each row with the index of the result set it belongs to.
     async fn query(&self, sql: &str) -> Result<Vec<(usize, Vec<Option<String>>)>, String> {
+        let sets = self.result_sets(&[sql]).await?;
+        Ok(sets
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, set)| {
+                set.rows.into_iter().map(move |r| {
+                    let text = r
+                        .into_iter()
+                        .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                        .collect();
+                    (i, text)
+                })
+            })
+            .collect())
+    }
+
+    /// Runs simple queries, one after the other, on a new session of the
+    /// gateway's own; returns every result set (text format) they produce.
+    /// Stops at the first error.
+    pub async fn result_sets(&self, queries: &[&str]) -> Result<Vec<ResultSet>, String> {
         let session =
             crate::target::connect(&self.conn, self.tls.as_ref(), &[], Duration::from_secs(10))
                 .await
                 .map_err(|e| format!("catalog lookup: {e}"))?;
         let mut io = session.io;
-        let mut msg = BytesMut::new();
-        crate::wire::query(&mut msg, sql);
-        io.write_all(&msg).await.map_err(|e| e.to_string())?;
-        let mut rows = Vec::new();
-        let mut set = 0;
+        let mut sets: Vec<ResultSet> = Vec::new();
         let mut error = None;
-        let result = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let tag = io.read_u8().await.map_err(|e| e.to_string())?;
-                let len = io.read_u32().await.map_err(|e| e.to_string())? as usize;
-                if !(4..=64 * 1024 * 1024).contains(&len) {
-                    return Err("catalog lookup: bad message length".to_string());
+        let result = tokio::time::timeout(Duration::from_secs(30), async {
+            for sql in queries {
+                let mut msg = BytesMut::new();
+                crate::wire::query(&mut msg, sql);
+                io.write_all(&msg).await.map_err(|e| e.to_string())?;
+                loop {
+                    let tag = io.read_u8().await.map_err(|e| e.to_string())?;
+                    let len = io.read_u32().await.map_err(|e| e.to_string())? as usize;
+                    if !(4..=64 * 1024 * 1024).contains(&len) {
+                        return Err("catalog lookup: bad message length".to_string());
+                    }
+                    let mut body = vec![0u8; len - 4];
+                    io.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+                    match tag {
+                        b'T' => sets.push(ResultSet {
+                            columns: crate::mask::row_description(&body)
+                                .ok_or("catalog lookup: bad row description")?,
+                            rows: Vec::new(),
+                        }),
+                        b'D' => {
+                            let row = data_row(&body).ok_or("catalog lookup: bad row")?;
+                            if let Some(set) = sets.last_mut() {
+                                set.rows.push(row);
+                            }
+                        }
+                        b'E' => error = Some(error_fields(&body).1.unwrap_or_default()),
+                        b'Z' => break,
+                        _ => {}
+                    }
                 }
-                let mut body = vec![0u8; len - 4];
-                io.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-                match tag {
-                    b'D' => rows.push((set, data_row(&body).ok_or("catalog lookup: bad row")?)),
-                    b'C' => set += 1,
-                    b'E' => error = Some(error_fields(&body).1.unwrap_or_default()),
-                    b'Z' => return Ok(()),
-                    _ => {}
+                if error.is_some() {
+                    break;
                 }
             }
+            Ok(())
         })
         .await;
         let mut bye = BytesMut::new();
@@ -240,14 +274,22 @@ impl Catalog {
         let _ = io.write_all(&bye).await;
         result.map_err(|_| "catalog lookup timed out".to_string())??;
         match error {
-            Some(e) => Err(format!("catalog lookup failed: {e}")),
-            None => Ok(rows),
+            Some(e) => Err(format!("the target refused it: {e}")),
+            None => Ok(sets),
         }
     }
 }
 
-/// The text values of a DataRow.
-fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
+/// One result set of a query run by the gateway itself.
+pub struct ResultSet {
+    /// Its columns.
+    pub columns: Vec<crate::mask::Column>,
+    /// Its rows, values in text format (`None` for NULL).
+    pub rows: Vec<Vec<Option<Vec<u8>>>>,
+}
+
+/// The values of a DataRow.
+fn data_row(body: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
     let n = u16::from_be_bytes(body.get(..2)?.try_into().ok()?) as usize;
     let mut at = 2;
     let mut out = Vec::with_capacity(n);
@@ -260,7 +302,7 @@ fn data_row(body: &[u8]) -> Option<Vec<Option<String>>> {
         }
         let v = body.get(at..at + len as usize)?;
         at += len as usize;
-        out.push(Some(String::from_utf8_lossy(v).into_owned()));
+        out.push(Some(v.to_vec()));
     }
     Some(out)
 }

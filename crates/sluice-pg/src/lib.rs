@@ -9,6 +9,7 @@ pub mod mask;
 pub mod relay;
 pub mod target;
 pub mod tls;
+pub mod tools;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -88,6 +89,15 @@ impl PgGateway {
             classifier: opts.classifier,
             pre_auth: Arc::new(Semaphore::new(MAX_PRE_AUTH)),
         }))
+    }
+
+    /// The masking tools over this gateway's connections.
+    pub fn mask_tools(&self) -> tools::MaskTools {
+        tools::MaskTools::new(
+            self.classifier.clone(),
+            self.catalogs.clone(),
+            self.core.masking(),
+        )
     }
 
     /// Accepts clients until the listener fails; each runs in its own task.

@@ -369,6 +369,21 @@ fn mask_binary_array(m: &Masking, elem: u32, v: &[u8], counts: &mut MaskCounts) 
     Outcome::Replace(b)
 }
 
+/// Masks one value: `None` when it passes unchanged, `Some(None)` when it
+/// becomes NULL.
+pub fn mask_one(
+    m: &Masking,
+    plan: &Plan,
+    value: &[u8],
+    counts: &mut MaskCounts,
+) -> Option<Option<Vec<u8>>> {
+    match mask_value(m, plan, value, counts) {
+        Outcome::Keep => None,
+        Outcome::Null => Some(None),
+        Outcome::Replace(r) => Some(Some(r)),
+    }
+}
+
 /// Masks a DataRow; `None` when nothing in it changed. Columns beyond the
 /// plans (which a correct server never sends) are judged by their bytes.
 pub fn data_row(
