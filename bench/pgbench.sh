@@ -12,6 +12,11 @@
 # In simple mode every statement's text is new (pgbench inlines the key),
 # so every statement is at least normalized: the worst case for inspection.
 #
+# WORKLOAD=rows replaces -S with a query returning 20 rows of names, emails
+# and notes (half the emails masked): the cost of inline masking. The
+# "sluice-clear" path is the same gateway for a principal policy lets see
+# clear values, so the difference between the two is masking alone.
+#
 # BASELINE_BIN=/path/to/an/older/sluice adds a "baseline" path: that binary
 # as a second gateway on the same target, in the same run (for example a
 # build of the commit before guardrails, to measure what they cost).
@@ -21,6 +26,7 @@ DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-"1 8"}
 MODE=${MODE:-simple}
 SCALE=${SCALE:-10}
+WORKLOAD=${WORKLOAD:-select}
 
 bash scripts/install-test-deps.sh pgbouncer
 cargo build --release --locked -q
@@ -55,6 +61,16 @@ cp "$WORK/hba" "$WORK/pg/pg_hba.conf"
 psql -X -q -h "$WORK" -p "$PG_PORT" -U postgres -c "CREATE ROLE app LOGIN PASSWORD '$PASSWORD'" -c "CREATE DATABASE bench OWNER app"
 export PGPASSWORD=$PASSWORD
 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U app bench >/dev/null 2>&1
+psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U app bench <<'SQL'
+CREATE TABLE people AS
+  SELECT g AS id, 'Person ' || g AS name,
+         CASE WHEN g % 2 = 0 THEN 'user' || g || '@example.com' ELSE 'no email' END AS email,
+         'joined in ' || (2000 + g % 25) || ', plan ' || (g % 7) AS note
+  FROM generate_series(1, 100000) g;
+ALTER TABLE people ADD PRIMARY KEY (id);
+SQL
+printf '\\set a random(1, 99980)\nSELECT id, name, email, note FROM people WHERE id BETWEEN :a AND :a + 19;\n' > "$WORK/rows.sql"
+if [ "$WORKLOAD" = rows ]; then SCRIPT=(-f "$WORK/rows.sql"); else SCRIPT=(-S); fi
 
 echo "== starting PgBouncer (session mode) on 127.0.0.1:$BOUNCER_PORT" >&2
 cat > "$WORK/bouncer.ini" <<INI
@@ -93,6 +109,8 @@ user = "app"
 password_env = "BENCH_TARGET_PASSWORD"
 tls = "disable"
 tags = { env = "prod" }
+[policy.groups]
+pii-readers = ["cleared"]
 TOML
 BENCH_TARGET_PASSWORD=$PASSWORD SLUICE_LOG=warn "$SLUICE" gateway --config "$WORK/sluice.toml" 2>"$WORK/sluice.log" &
 GW_PID=$!
@@ -101,6 +119,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 TOKEN=$("$SLUICE" --config "$WORK/sluice.toml" token issue --principal bench --connection bench --ttl 2h 2>/dev/null)
+CLEAR_TOKEN=$("$SLUICE" --config "$WORK/sluice.toml" token issue --principal cleared --connection bench --ttl 2h 2>/dev/null)
 
 if [ -n "${BASELINE_BIN:-}" ]; then
     echo "== starting the baseline $BASELINE_BIN on 127.0.0.1:$BASE_PORT" >&2
@@ -117,7 +136,7 @@ fi
 
 run() { # label conninfo clients
     local out tps lat
-    out=$(pgbench -n -S -M "$MODE" -T "$DURATION" -c "$3" -j "$(( $3 < 2 ? $3 : 2 ))" "$2" 2>&1) || { echo "$out" >&2; exit 1; }
+    out=$(pgbench -n "${SCRIPT[@]}" -M "$MODE" -T "$DURATION" -c "$3" -j "$(( $3 < 2 ? $3 : 2 ))" "$2" 2>&1) || { echo "$out" >&2; exit 1; }
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
     echo "$1 $3 $tps $lat"
@@ -134,11 +153,12 @@ for c in $CLIENTS; do
     fi
     PGPASSWORD=$TOKEN run sluice "host=127.0.0.1 port=$SLUICE_PORT dbname=bench user=bench sslmode=disable" "$c" >> "$RESULTS"
     PGPASSWORD=$TOKEN run sluice-tls "host=127.0.0.1 port=$SLUICE_PORT dbname=bench user=bench sslmode=require" "$c" >> "$RESULTS"
+    PGPASSWORD=$CLEAR_TOKEN run sluice-clear "host=127.0.0.1 port=$SLUICE_PORT dbname=bench user=cleared sslmode=disable" "$c" >> "$RESULTS"
 done
 
 RECORDED=$("$SLUICE" --config "$WORK/sluice.toml" audit verify --json | sed -n 's/.*"checked": \([0-9]*\).*/\1/p')
 echo
-echo "pgbench -S -M $MODE, scale $SCALE, ${DURATION}s per run, $(nproc) cores shared by server, proxy and pgbench"
+echo "pgbench ${SCRIPT[*]##*/} -M $MODE, scale $SCALE, ${DURATION}s per run, $(nproc) cores shared by server, proxy and pgbench"
 awk -v recorded="$RECORDED" '
     { label[NR]=$1; clients[NR]=$2; tps[NR]=$3; lat[NR]=$4; if ($1=="direct") { dt[$2]=$3; dl[$2]=$4 } }
     END {
