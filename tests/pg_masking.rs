@@ -150,6 +150,46 @@ fn psql_never_sees_a_clear_value_and_everything_else_is_untouched() {
         "Jane Doe\nOrder Bot\n"
     );
 
+    // Ways around a rule that a review found, each closed.
+    psql_ok(&info, "ANALYZE customers");
+    for sql in [
+        "PREPARE p AS SELECT upper(notes) FROM customers; EXECUTE p",
+        "BEGIN; DECLARE cur CURSOR FOR SELECT upper(notes) FROM customers; FETCH ALL cur; COMMIT",
+        "SELECT x || '' FROM customers c(a, b, c3, d, e, f, g, x)",
+        "SELECT table_to_xml('customers', true, false, '')",
+        "SELECT query_to_xml('select notes from customers', true, false, '')",
+        "SELECT histogram_bounds::text, most_common_vals::text FROM pg_stats WHERE tablename = 'customers'",
+        "SELECT blob::text, ARRAY[blob]::text FROM customers",
+        "SELECT set_config('application_name', email, false) FROM customers WHERE id = 1",
+    ] {
+        let out = psql(&info, sql);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_no_secret(sql, &all);
+        assert!(!all.contains(&hex::encode("AKIAIOSFODNN7EXAMPLE")), "{sql}: {all}");
+    }
+    psql_ok(
+        &info,
+        "CREATE VIEW \"LoudNotes\" AS SELECT notes AS x FROM customers",
+    );
+    assert_no_secret(
+        "quoted view",
+        &psql_ok(&info, "SELECT upper(x) FROM \"LoudNotes\""),
+    );
+    // An error that would echo a value under a rule keeps only its SQLSTATE.
+    let out = psql(&info, "SELECT notes::int FROM customers");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("withheld"), "{err}");
+    assert_no_secret("rule error", &err);
+    // Code is not mistaken for addresses.
+    assert_eq!(
+        psql_ok(&info, "SELECT 'x::bigint and std::io::Error'").trim(),
+        "x::bigint and std::io::Error"
+    );
+
     // Columns without sensitive values are byte-identical to a direct read.
     let plain = "SELECT id, name, amount, created, tags[1] FROM customers ORDER BY id";
     assert_eq!(psql_ok(&info, plain), psql_ok(&direct(&target), plain));
@@ -399,6 +439,48 @@ async fn a_binary_mode_driver_gets_masked_values_it_can_decode() {
         .map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap())
         .collect();
     assert!(text.contains("[redacted:email]") && !text.contains("jane.doe"));
+}
+
+/// An Execute that no Describe told about cannot be decoded by type: its
+/// values are withheld, never passed through unchecked.
+#[test]
+fn rows_of_an_undescribed_execute_are_withheld() {
+    use std::io::Write;
+    let target = PgServer::start(Auth::Scram, false);
+    seed(&target);
+    let gw = gateway(&target);
+    let mut s = raw_login(gw.pg_port, "carol", "dev", &agent_token(&gw));
+    s.write_all(
+        &[
+            parse_msg(
+                "",
+                "SELECT id, notes, card_number FROM customers ORDER BY id",
+            ),
+            bind_msg("", ""),
+            execute_msg(""),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let mut rows = 0;
+    loop {
+        let (tag, body) = read_msg(&mut s);
+        if tag == b'D' {
+            rows += 1;
+            let n = u16::from_be_bytes([body[0], body[1]]);
+            let mut at = 2;
+            for _ in 0..n {
+                let len = i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+                assert_eq!(len, -1, "every value withheld");
+                at += 4;
+            }
+        }
+        if tag == b'Z' {
+            break;
+        }
+    }
+    assert_eq!(rows, 2, "the rows themselves still arrive");
 }
 
 /// Property: for random values, a masked session returns the same rows and

@@ -241,7 +241,11 @@ impl Detectors {
         if bytes.iter().filter(|&&b| b == b':').count() >= 2 {
             for m in p.ipv6.find_iter(text) {
                 let s = m.as_str().trim_end_matches('.');
-                if s.len() >= 3 && s.parse::<Ipv6Addr>().is_ok() {
+                // Not part of a word: `x::bigint` and `std::io` are code.
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                let inside_word = word(text[..m.start()].chars().next_back())
+                    || word(text[m.start() + s.len()..].chars().next());
+                if s.len() >= 3 && !inside_word && s.parse::<Ipv6Addr>().is_ok() {
                     found.push(Finding {
                         kind: Kind::Ip,
                         start: m.start(),
@@ -387,6 +391,15 @@ mod tests {
         let k = kinds(text);
         assert_eq!(k.len(), 1, "{text:?}: {k:?}");
         k[0].clone()
+    }
+
+    #[test]
+    fn code_is_not_mistaken_for_ipv6() {
+        let d = Detectors::default();
+        for text in ["SELECT x::bigint", "std::io::Error", "a::b::c", "Foo::Bar"] {
+            assert!(d.find(text).is_empty(), "{text}: {:?}", d.find(text));
+        }
+        assert_eq!(d.find("from fe80::1 and 2001:db8::ff00:42:8329").len(), 2);
     }
 
     #[test]

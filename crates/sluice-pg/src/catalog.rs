@@ -120,6 +120,13 @@ impl Catalog {
         Ok(self.relations(&oids).await?.into_values().collect())
     }
 
+    /// Forgets everything: a statement through the gateway may have changed
+    /// the catalog (a new view, a renamed column).
+    pub fn invalidate(&self) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// The relations with these oids; an oid the target does not know is absent.
     pub async fn relations(&self, oids: &[u32]) -> Result<HashMap<u32, Arc<Relation>>, String> {
         let mut found = HashMap::new();
@@ -167,18 +174,18 @@ impl Catalog {
              WITH RECURSIVE reads(view, rel, att) AS ( \
                SELECT r.ev_class, d.refobjid, d.refobjsubid FROM pg_catalog.pg_rewrite r \
                JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
-                 AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjsubid > 0 \
+                 AND d.refclassid = 'pg_catalog.pg_class'::regclass \
                WHERE r.ev_class IN ({list}) AND d.refobjid <> r.ev_class \
                UNION \
                SELECT reads.view, d.refobjid, d.refobjsubid FROM reads \
                JOIN pg_catalog.pg_rewrite r ON r.ev_class = reads.rel \
                JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
-                 AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjsubid > 0 \
+                 AND d.refclassid = 'pg_catalog.pg_class'::regclass \
                WHERE d.refobjid <> r.ev_class) \
-             SELECT reads.view, n.nspname, c.relname, a.attname FROM reads \
+             SELECT reads.view, n.nspname, c.relname, COALESCE(a.attname, '*') FROM reads \
              JOIN pg_catalog.pg_class c ON c.oid = reads.rel \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = reads.rel AND a.attnum = reads.att"
+             LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = reads.rel AND a.attnum = reads.att AND reads.att > 0"
         );
         let rows = self.query(&sql).await?;
         let mut out: HashMap<u32, Relation> = HashMap::new();

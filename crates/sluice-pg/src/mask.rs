@@ -136,7 +136,10 @@ fn mask_value(m: &Masking, plan: &Plan, value: &[u8], counts: &mut MaskCounts) -
         return by_rule(m, rule, plan, value);
     }
     let Some(binary) = plan.binary else {
-        return null_if_found(m, value, counts);
+        // Neither the type nor the format is known (an Execute no Describe
+        // told about): nothing can be checked, so nothing is shown.
+        counts.add_label("undescribed");
+        return Outcome::Null;
     };
     mask_typed(m, category(plan.type_oid, binary), binary, value, counts)
 }
@@ -193,6 +196,17 @@ fn mask_typed(
             Some(t) => null_if_found(m, t.as_bytes(), counts),
             None => Outcome::Null,
         },
+        Category::Other if binary => {
+            // A binary form not decoded here (records, ranges, inet, ...):
+            // readable text is checked as text; anything else is withheld.
+            match std::str::from_utf8(value) {
+                Ok(t) if !t.chars().any(char::is_control) => inline(m, value, counts, false),
+                _ => {
+                    counts.add_label("undecoded");
+                    Outcome::Null
+                }
+            }
+        }
         Category::Int8 | Category::Numeric | Category::Other => null_if_found(m, value, counts),
         Category::Array(elem) if binary => mask_binary_array(m, elem, value, counts),
         Category::Array(elem) => match category(elem, false) {
@@ -213,6 +227,10 @@ fn inline(m: &Masking, value: &[u8], counts: &mut MaskCounts, json: bool) -> Out
     // Text that holds a JSON document (a jsonb cast to text, a json column
     // read as text) is masked as one, so key names count.
     let json = json || (text.starts_with(['{', '[']) && text.ends_with(['}', ']']));
+    // bytea shown as hex (`\x6b6579...`, alone or inside a record or array)
+    // is looked into.
+    let unhexed = mask_hex_runs(m, text, counts);
+    let text = unhexed.as_deref().unwrap_or(text);
     let masked = if json {
         m.masker.mask_json(text).or_else(|| {
             serde_json::from_str::<serde::de::IgnoredAny>(text)
@@ -228,6 +246,7 @@ fn inline(m: &Masking, value: &[u8], counts: &mut MaskCounts, json: bool) -> Out
             kinds.iter().for_each(|k| counts.add(k));
             Outcome::Replace(t.into_bytes())
         }
+        None if unhexed.is_some() => Outcome::Replace(text.as_bytes().to_vec()),
         None => Outcome::Keep,
     }
 }
@@ -235,6 +254,9 @@ fn inline(m: &Masking, value: &[u8], counts: &mut MaskCounts, json: bool) -> Out
 /// NULL when the bytes, read as text, hold anything a detector finds.
 fn null_if_found(m: &Masking, value: &[u8], counts: &mut MaskCounts) -> Outcome {
     let text = String::from_utf8_lossy(value);
+    if mask_hex_runs(m, &text, counts).is_some() {
+        return Outcome::Null;
+    }
     match m.masker.mask_text(&text) {
         Some((_, kinds)) => {
             kinds.iter().for_each(|k| counts.add(k));
@@ -493,6 +515,57 @@ pub fn error_or_notice(
     Some(out)
 }
 
+/// An ErrorResponse or NoticeResponse with only its severity and SQLSTATE:
+/// for a statement whose messages may echo values under a rule, which no
+/// detector would recognise.
+pub fn withheld_error_or_notice(tag: u8, body: &[u8], counts: &mut MaskCounts) -> BytesMut {
+    let mut severity = "ERROR".to_string();
+    let mut code = "XX000".to_string();
+    let mut b = body;
+    while let Some((&f, rest)) = b.split_first() {
+        let Some(end) = rest.iter().position(|&c| c == 0) else {
+            break;
+        };
+        let v = String::from_utf8_lossy(&rest[..end]).into_owned();
+        match f {
+            b'S' => severity = v,
+            b'C' => code = v,
+            _ => {}
+        }
+        b = &rest[end + 1..];
+    }
+    counts.add_label("withheld");
+    let mut out = BytesMut::new();
+    crate::wire::error_response(
+        &mut out,
+        &severity,
+        &code,
+        "sluice: this message's text is withheld: it may show values under masking rules",
+        None,
+    );
+    out[0] = tag;
+    out
+}
+
+/// Masks a ParameterStatus value (a setting the session can set to any
+/// text, such as `application_name`, is reported back).
+pub fn parameter_status(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<BytesMut> {
+    let (name, rest) = crate::wire::cstr(body)?;
+    let (value, _) = crate::wire::cstr(rest)?;
+    let (masked, kinds) = m.masker.mask_text(value)?;
+    kinds.iter().for_each(|k| counts.add(k));
+    let mut out = BytesMut::new();
+    out.put_u8(b'S');
+    out.put_u32(0);
+    for s in [name, masked.as_str()] {
+        out.extend_from_slice(s.as_bytes());
+        out.put_u8(0);
+    }
+    let len = (out.len() - 1) as u32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Some(out)
+}
+
 /// Masks a NotificationResponse's channel and payload.
 pub fn notification(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<BytesMut> {
     let pid = body.get(..4)?;
@@ -583,14 +656,10 @@ pub fn apply_rules(
                 .unwrap_or("");
             if let Some(rule) = m.column_rule(&rel.schema, &rel.name, name) {
                 plan.rule = Some(rule.clone());
+            } else if statistics_view(&rel.name) && rel.schema == "pg_catalog" {
+                plan.rule = Some(derived());
             } else if !rel.is_table() {
-                if let Some((s, t, c)) = rel
-                    .reads
-                    .iter()
-                    .find(|(s, t, c)| m.column_rule(s, t, c).is_some())
-                {
-                    plan.rule = m.column_rule(s, t, c).map(|r| whole(r.kind.clone()));
-                }
+                plan.rule = view_reads_rules(m, rel).map(whole);
             }
             continue;
         }
@@ -609,15 +678,19 @@ pub fn apply_rules(
 /// rule, and as what: it reads a table with rules and names such a column,
 /// or uses `*`, a whole row, or something whose inputs cannot be seen.
 pub fn may_derive_from_rules(m: &Masking, l: &Lineage, views: &[Arc<Relation>]) -> Option<Kind> {
+    if !m.has_rules() || l.explain_only {
+        return None;
+    }
     // A view that reads a column under a rule: where its values come from
     // is not known column by column, so anything derived from it is masked.
-    if let Some(kind) = views.iter().find_map(|v| {
-        v.reads
-            .iter()
-            .find_map(|(s, t, c)| m.column_rule(s, t, c))
-            .map(|r| r.kind.clone())
-    }) {
+    if let Some(kind) = views.iter().find_map(|v| view_reads_rules(m, v)) {
         return Some(kind);
+    }
+    let derived = || Some(Kind::Custom("derived".into()));
+    // Something whose inputs cannot be seen (a function reading tables
+    // itself, EXECUTE, FETCH, dynamic SQL) may read any column.
+    if l.opaque || l.relations.iter().any(|r| statistics_view(r)) {
+        return derived();
     }
     if !l.relations.iter().any(|t| m.table_has_rules(None, t)) {
         return None;
@@ -626,8 +699,36 @@ pub fn may_derive_from_rules(m: &Masking, l: &Lineage, views: &[Arc<Relation>]) 
     if let Some(rule) = m.rule_for_names(tables, l.columns.iter().map(String::as_str)) {
         return Some(rule.kind.clone());
     }
-    (l.star || l.opaque || l.columns.iter().any(|c| l.relations.contains(c)))
-        .then(|| Kind::Custom("derived".into()))
+    if l.star || l.columns.iter().any(|c| l.relations.contains(c)) {
+        return derived();
+    }
+    None
+}
+
+/// The kind of the first rule a view's base columns fall under.
+fn view_reads_rules(m: &Masking, v: &Relation) -> Option<Kind> {
+    v.reads.iter().find_map(|(s, t, c)| {
+        if c == "*" {
+            // The view reads whole rows of the table.
+            return m
+                .table_has_rules(Some(s), t)
+                .then(|| Kind::Custom("derived".into()));
+        }
+        m.column_rule(s, t, c).map(|r| r.kind.clone())
+    })
+}
+
+/// Catalog views that show sampled column values (most common values,
+/// histogram bounds): masked whole wherever rules exist.
+fn statistics_view(name: &str) -> bool {
+    matches!(
+        name,
+        "pg_stats"
+            | "pg_stats_ext"
+            | "pg_stats_ext_exprs"
+            | "pg_statistic"
+            | "pg_statistic_ext_data"
+    )
 }
 
 /// Masks a FunctionCallResponse's value (of a type not known here): NULL
@@ -692,13 +793,8 @@ fn mask_hex_runs(m: &Masking, text: &str, counts: &mut MaskCounts) -> Option<Str
 /// Masks one CopyData row of a text or CSV `COPY ... TO STDOUT`. Markers
 /// hold no tabs, commas, quotes or backslashes, so the row's syntax stays.
 pub fn copy_text(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<BytesMut> {
-    // bytea fields arrive hex-encoded (`\x6b6579...`): look inside them.
-    let unhexed = std::str::from_utf8(body)
-        .ok()
-        .and_then(|t| mask_hex_runs(m, t, counts));
-    let body = unhexed.as_deref().map(str::as_bytes).unwrap_or(body);
+    // bytea fields arrive hex-encoded (`\x6b6579...`): inline looks inside.
     let masked = match inline(m, body, counts, false) {
-        Outcome::Keep if unhexed.is_some() => body.to_vec(),
         Outcome::Keep => return None,
         Outcome::Replace(r) => r,
         // Not UTF-8 and something found: withhold the row's text fields.

@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use sluice_core::masking::{MaskCounts, Masking};
-use sluice_core::{Classification, Command, CommandOutcome, Effect, SessionHandle, TokenWatch};
+use sluice_core::{
+    Class, Classification, Command, CommandOutcome, Effect, SessionHandle, TokenWatch,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -187,8 +189,11 @@ where
     let c2s = client_to_server(
         client_r,
         server_w,
-        session,
-        classifier,
+        Guard {
+            classifier,
+            session,
+            catalog,
+        },
         shared.clone(),
         fatal_tx,
         &mut bytes_in,
@@ -385,10 +390,12 @@ enum Op {
     CopyEnd,
 }
 
-/// What deciding needs: the classifier and the session.
+/// What deciding needs: the classifier and the session (and the catalog
+/// cache, which a schema change through the session makes stale).
 struct Guard<'a> {
     classifier: &'a Classifier,
     session: &'a SessionHandle,
+    catalog: Option<&'a Catalog>,
 }
 
 /// Statements longer than this are classified off the async worker, so a
@@ -410,6 +417,19 @@ impl Guard<'_> {
     /// when policy does not allow it.
     fn decide(&self, cmd: &mut Command, classification: Arc<Classification>) -> Option<Refusal> {
         let decision = self.session.decide(&classification);
+        if decision.effect == Effect::Allow
+            && classification.effects.iter().any(|e| {
+                matches!(
+                    e,
+                    Class::Ddl | Class::Destructive | Class::Admin | Class::Unknown
+                )
+            })
+        {
+            // A new view, a renamed column: what masking looked up may change.
+            if let Some(c) = self.catalog {
+                c.invalidate();
+            }
+        }
         let refusal = match decision.effect {
             Effect::Allow => None,
             effect => {
@@ -918,8 +938,7 @@ impl Edits {
 async fn client_to_server<R, W>(
     mut client: R,
     mut server: W,
-    session: &SessionHandle,
-    classifier: &Classifier,
+    guard: Guard<'_>,
     shared: Shared,
     fatal: mpsc::Sender<Fatal>,
     bytes_in: &mut u64,
@@ -940,10 +959,7 @@ where
         batch_open: false,
         tracked_bytes: 0,
     };
-    let guard = Guard {
-        classifier,
-        session,
-    };
+    let session = guard.session;
     let mut ops = Vec::new();
     let mut edits = Edits::default();
     let fail = |code: &'static str, message: String, outcome: String| {
@@ -1593,6 +1609,9 @@ fn on_result_message(
             return Ok(None);
         }
         b'A' => crate::mask::notification(m, body, &mut counts),
+        b'N' if front_may_derive_from_rules(shared, m) => Some(
+            crate::mask::withheld_error_or_notice(b'N', body, &mut counts),
+        ),
         b'N' => crate::mask::error_or_notice(m, b'N', body, &mut counts),
         b'V' => crate::mask::function_result(m, body, &mut counts),
         _ => None,
@@ -1606,6 +1625,19 @@ fn on_result_message(
         }
     }
     Ok(out)
+}
+
+/// Whether the statement being answered may show values under a rule in
+/// its errors and notices (by what it names; views are not looked up here).
+fn front_may_derive_from_rules(shared: &Shared, m: &Masking) -> bool {
+    if !m.has_rules() {
+        return false;
+    }
+    let sh = shared.lock();
+    sh.queue
+        .front()
+        .and_then(|p| p.result.as_ref()?.classified.clone())
+        .is_some_and(|c| crate::mask::may_derive_from_rules(m, &c.lineage, &[]).is_some())
 }
 
 /// Server messages whose values are masked when the session's are.
@@ -1801,17 +1833,24 @@ where
                     // An error echoes values (a failed cast shows what it
                     // could not cast): masked unless it is a refusal's.
                     Some(m) if tag == b'E' => {
+                        let withhold = front_may_derive_from_rules(&shared, m);
                         on_server_message(tag, body, &shared, session, &mut copy_in).map(|r| {
                             r.or_else(|| {
-                                crate::mask::error_or_notice(
-                                    m,
-                                    b'E',
-                                    body,
-                                    &mut MaskCounts::default(),
-                                )
+                                let mut counts = MaskCounts::default();
+                                if withhold {
+                                    Some(crate::mask::withheld_error_or_notice(
+                                        b'E',
+                                        body,
+                                        &mut counts,
+                                    ))
+                                } else {
+                                    crate::mask::error_or_notice(m, b'E', body, &mut counts)
+                                }
                             })
                         })
                     }
+                    Some(m) if tag == b'S' => on_server_message(tag, body, &shared, session, &mut copy_in)
+                        .map(|r| r.or_else(|| crate::mask::parameter_status(m, body, &mut MaskCounts::default()))),
                     _ => on_server_message(tag, body, &shared, session, &mut copy_in),
                 };
                 if matches!(tag, b'C' | b'E' | b's' | b'I' | b'Z') {

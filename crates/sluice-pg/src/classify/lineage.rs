@@ -30,6 +30,8 @@ pub struct Lineage {
     pub json_extraction: bool,
     /// Short string constants (JSON keys, among others).
     pub constants: BTreeSet<String>,
+    /// Every statement is an EXPLAIN: its output is a plan, not data.
+    pub explain_only: bool,
 }
 
 impl Lineage {
@@ -41,6 +43,7 @@ impl Lineage {
         self.opaque |= other.opaque;
         self.json_extraction |= other.json_extraction;
         self.constants.extend(other.constants.iter().cloned());
+        self.explain_only &= other.explain_only;
     }
 
     /// Whether a key naming a secret is extracted from JSON by name.
@@ -59,6 +62,8 @@ pub struct LineageScan<'f> {
     pub lineage: Lineage,
     /// The COPY being walked copies a query, not a table.
     copy_of_query: bool,
+    /// Inside a function in FROM, whose alias names no relation.
+    in_range_function: usize,
 }
 
 impl<'f> LineageScan<'f> {
@@ -67,6 +72,7 @@ impl<'f> LineageScan<'f> {
             functions,
             lineage: Lineage::default(),
             copy_of_query: false,
+            in_range_function: 0,
         }
     }
 }
@@ -76,12 +82,19 @@ impl Visitor for LineageScan<'_> {
         match name {
             "AStar" => self.lineage.star = true,
             "ExecuteStmt" | "FetchStmt" => self.lineage.opaque = true,
+            // Subscripts: `profile['db_password']`.
+            "AIndirection" => self.lineage.json_extraction = true,
+            "RangeFunction" => self.in_range_function += 1,
             _ => {}
         }
     }
 
     fn leave(&mut self, name: &'static str, parts: Vec<String>) {
         match name {
+            "RangeFunction" => self.in_range_function = self.in_range_function.saturating_sub(1),
+            // Column aliases (`customers c(a, b, x)`) rename columns where
+            // the statement's names no longer show them: count as `*`.
+            "Alias" if !parts.is_empty() => self.lineage.star = true,
             // COPY of a table: its listed columns, or all of them.
             "CopyStmt" if !std::mem::take(&mut self.copy_of_query) => {
                 if parts.is_empty() {
@@ -116,7 +129,17 @@ impl Visitor for LineageScan<'_> {
             }
             "FuncCall" if !parts.is_empty() => {
                 let last = parts.last().map(String::as_str).unwrap_or("");
-                if last.contains("extract_path") || last.starts_with("jsonb_path") {
+                if [
+                    "extract_path",
+                    "jsonb_path",
+                    "_each",
+                    "to_record",
+                    "populate_",
+                    "array_elements",
+                ]
+                .iter()
+                .any(|f| last.contains(f))
+                {
                     self.lineage.json_extraction = true;
                 }
                 if !matches!(self.functions.lookup(&parts), FunctionClass::Known(_)) {
@@ -129,8 +152,12 @@ impl Visitor for LineageScan<'_> {
 
     fn string(&mut self, node: &'static str, field: &'static str, value: &str) {
         match (node, field) {
-            ("RangeVar", "relname") | ("Alias", "aliasname") => {
-                self.lineage.relations.insert(value.to_lowercase());
+            // As the parser folded them (quoted names keep their case).
+            ("RangeVar", "relname") => {
+                self.lineage.relations.insert(value.to_string());
+            }
+            ("Alias", "aliasname") if self.in_range_function == 0 => {
+                self.lineage.relations.insert(value.to_string());
             }
             _ => {}
         }

@@ -175,6 +175,8 @@ impl Classifier {
             // Only comments, or nothing: the server answers EmptyQueryResponse.
             all.effects.insert(Class::Read);
         }
+        out.lineage.explain_only =
+            !stmts.is_empty() && stmts.iter().all(|s| matches!(s, NodeEnum::ExplainStmt(_)));
         all.flags.statements = stmts.len() as u32;
         all.flags.multi_statement = stmts.len() > 1;
         out.classification = Arc::new(all);
