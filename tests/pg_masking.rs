@@ -241,6 +241,11 @@ fn psql_never_sees_a_clear_value_and_everything_else_is_untouched() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(
+        psql_ok(&info, "SELECT 1").trim(),
+        "1",
+        "the session goes on"
+    );
 
     // Errors and notices echo values; they are masked too.
     let out = psql(&info, "SELECT email::int FROM customers WHERE id = 1");
@@ -481,6 +486,32 @@ fn rows_of_an_undescribed_execute_are_withheld() {
         }
     }
     assert_eq!(rows, 2, "the rows themselves still arrive");
+
+    // Every byte the client receives, for statements that touch every kind
+    // of message that can carry data, holds no clear value.
+    let mut received = Vec::new();
+    for sql in [
+        "SELECT * FROM customers",
+        "SELECT email::int FROM customers",
+        "COPY (SELECT id, email, phone, blob FROM customers) TO STDOUT",
+        "LISTEN leaks; NOTIFY leaks, 'card 4111 1111 1111 1111'",
+        "DO $$ BEGIN RAISE NOTICE '%', (SELECT email FROM customers WHERE id = 1); END $$",
+        "SET application_name = 'jane.doe@example.com'",
+        "SELECT * FROM customer_notes",
+    ] {
+        s.write_all(&query_msg(sql)).unwrap();
+        loop {
+            let (tag, body) = read_msg(&mut s);
+            received.push(tag);
+            received.extend_from_slice(&body);
+            if tag == b'Z' {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert_no_secret("raw bytes", &text);
+    assert!(text.contains("[redacted:email]") && text.contains("[redacted:card]"));
 }
 
 /// Property: for random values, a masked session returns the same rows and

@@ -922,16 +922,19 @@ impl Edits {
             w.write_all(&buf[..end]).await?;
             return Ok(end);
         }
+        // One write for the whole chunk: a masked result has an edit in
+        // many rows, and a write per piece would cost a syscall (and a
+        // packet) each.
+        let mut out = BytesMut::with_capacity(end + 64 * self.0.len());
         let mut at = 0;
-        let mut written = 0;
         for (from, to, with) in self.0.drain(..) {
-            w.write_all(&buf[at..from]).await?;
-            w.write_all(&with).await?;
-            written += (from - at) + with.len();
+            out.extend_from_slice(&buf[at..from]);
+            out.extend_from_slice(&with);
             at = to;
         }
-        w.write_all(&buf[at..end]).await?;
-        Ok(written + (end - at))
+        out.extend_from_slice(&buf[at..end]);
+        w.write_all(&out).await?;
+        Ok(out.len())
     }
 }
 
@@ -1438,12 +1441,15 @@ struct ResultState {
     plans: Option<Arc<[Plan]>>,
     /// A text or CSV `COPY ... TO STDOUT` is streaming.
     copy_out: bool,
-    /// A `COPY ... TO STDOUT` of columns under rules is streaming: its data
-    /// is withheld and its completion becomes an error.
-    withheld: bool,
+    /// A `COPY ... TO STDOUT` that cannot be masked is streaming: its data
+    /// is withheld and its completion becomes this error.
+    withheld: Option<&'static str>,
     /// The COPY about to stream may return a column under a rule.
     copy_under_rules: bool,
 }
+
+const WITHHELD_COPY: &str = "COPY TO STDOUT would return columns under masking rules, and COPY rows do not say which column a value comes from; use SELECT, which is masked column by column";
+const WITHHELD_BINARY_COPY: &str = "a binary COPY TO STDOUT cannot be masked (its rows do not say their types); use FORMAT text or csv, or SELECT";
 
 /// Works out how the current result set's columns are masked, at its
 /// RowDescription (a simple Query) or its first row (an Execute, whose
@@ -1584,25 +1590,27 @@ fn on_result_message(
             crate::mask::data_row(m, &plans, body, &mut counts)?
         }
         b'H' => {
-            if body.first() == Some(&1) {
-                return Err(
-                    "a binary COPY TO STDOUT cannot be masked; use FORMAT text or csv".into(),
-                );
-            }
-            // COPY rows carry no column origins: when rules may apply, the
-            // data is withheld (SELECT is masked column by column).
+            // COPY rows carry no column origins, and binary ones no types:
+            // then the data is withheld (SELECT is masked column by column).
             let simple = matches!(front(&shared.lock().queue), Some(Kind::Simple));
-            if rs.copy_under_rules {
+            let why = if body.first() == Some(&1) {
+                Some(WITHHELD_BINARY_COPY)
+            } else if rs.copy_under_rules {
+                Some(WITHHELD_COPY)
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 if !simple {
-                    return Err("a COPY TO STDOUT of columns under masking rules cannot be masked; use SELECT".into());
+                    return Err(why.into());
                 }
-                rs.withheld = true;
+                rs.withheld = Some(why);
                 return Ok(Some(BytesMut::new()));
             }
             rs.copy_out = true;
             return Ok(None);
         }
-        b'd' | b'c' if rs.withheld => return Ok(Some(BytesMut::new())),
+        b'd' | b'c' if rs.withheld.is_some() => return Ok(Some(BytesMut::new())),
         b'd' if rs.copy_out => crate::mask::copy_text(m, body, &mut counts),
         b'c' => {
             rs.copy_out = false;
@@ -1814,14 +1822,15 @@ where
                 followed = match &masking {
                     _ if followed.is_err() => followed,
                     Some(_) if tag == b'T' => Ok(None),
-                    Some(_) if tag == b'C' && results.withheld => {
+                    Some(_) if tag == b'C' && results.withheld.is_some() => {
+                        let why = results.withheld.unwrap_or(WITHHELD_COPY);
                         on_server_message(tag, body, &shared, session, &mut copy_in).map(|_| {
                             let mut e = BytesMut::new();
                             error_response(
                                 &mut e,
                                 "ERROR",
                                 "42501",
-                                "sluice: COPY TO STDOUT would return columns under masking rules, and COPY rows do not say which column a value comes from; use SELECT, which is masked column by column",
+                                &format!("sluice: {why}"),
                                 None,
                             );
                             Some(e)
@@ -1849,8 +1858,13 @@ where
                             })
                         })
                     }
-                    Some(m) if tag == b'S' => on_server_message(tag, body, &shared, session, &mut copy_in)
-                        .map(|r| r.or_else(|| crate::mask::parameter_status(m, body, &mut MaskCounts::default()))),
+                    Some(m) if tag == b'S' => {
+                        on_server_message(tag, body, &shared, session, &mut copy_in).map(|r| {
+                            r.or_else(|| {
+                                crate::mask::parameter_status(m, body, &mut MaskCounts::default())
+                            })
+                        })
+                    }
                     _ => on_server_message(tag, body, &shared, session, &mut copy_in),
                 };
                 if matches!(tag, b'C' | b'E' | b's' | b'I' | b'Z') {
