@@ -929,6 +929,42 @@ fn answers_that_do_not_fit_close_the_session_instead_of_being_guessed() {
     assert_eq!(tags_codes(&mut s).0, "CZ");
     delete_is_stopped(&mut s, "after COPY");
 
+    // A COPY the client itself fails (CopyFail) through the extended
+    // protocol ends in an error, and the session goes on: the gateway marks
+    // the CopyFail, so the error is known to come from it.
+    s = raw_login(gw.pg_port, "alice", "prod", &token);
+    s.write_all(
+        &[
+            parse_msg("", "COPY orders (item, qty) FROM STDIN"),
+            bind_msg("", ""),
+            execute_msg(""),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(read_msg(&mut s).0, b'1');
+    assert_eq!(read_msg(&mut s).0, b'2');
+    assert_eq!(read_msg(&mut s).0, b'G');
+    s.write_all(
+        &[
+            frontend_msg(b'd', b"x\t1\n"),
+            frontend_msg(b'f', b"client gave up\0"),
+            sync_msg(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let (tag, body) = read_msg(&mut s);
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(tag, b'E', "{text}");
+    assert!(
+        text.contains("client gave up") && !text.contains("sluice-copyfail"),
+        "{text}"
+    );
+    assert_eq!(read_msg(&mut s).0, b'Z');
+    delete_is_stopped(&mut s, "after a failed COPY");
+
     // An error too large to inspect is paired by its SQLSTATE; its text
     // (which echoes the value) is withheld.
     s = raw_login(gw.pg_port, "alice", "prod", &token);

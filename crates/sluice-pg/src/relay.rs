@@ -52,7 +52,9 @@ enum Kind {
     Sync,
     /// CopyDone or CopyFail: the end of the client's COPY data. Syncs the
     /// client sent before it, during copy-in, are ignored by the server.
-    CopyEnd,
+    /// A CopyFail carries a marker the gateway put in its message, which
+    /// the server's error then quotes.
+    CopyEnd(Option<Arc<str>>),
     /// A Parse, Bind or Close: changes the session's statements or portals
     /// when the server confirms it with the completion message whose tag
     /// it holds ('1' ParseComplete, '2' BindComplete, '3' CloseComplete).
@@ -387,7 +389,7 @@ enum Op {
     /// A Describe, with the columns it will tell (for masking later rows).
     Describe(Option<Shape>),
     Sync,
-    CopyEnd,
+    CopyEnd(Option<Arc<str>>),
 }
 
 /// What deciding needs: the classifier and the session (and the catalog
@@ -612,7 +614,21 @@ fn decode_client_message(
             };
             ops.push(Op::Describe(described.map(|p| p.shape.clone())));
         }
-        b'c' | b'f' => ops.push(Op::CopyEnd),
+        b'c' => ops.push(Op::CopyEnd(None)),
+        b'f' => {
+            // Marks the CopyFail, so that an error quoting the marker is
+            // known to come from it: the server then read everything up to
+            // it in copy mode (see `end_copy`).
+            let (reason, _) = cstr(body).ok_or_else(|| bad("CopyFail"))?;
+            let marker: Arc<str> = Arc::from(format!(
+                "[sluice-copyfail-{}]",
+                hex::encode(rand::random::<[u8; 8]>())
+            ));
+            let mut b = BytesMut::new();
+            crate::wire::copy_fail(&mut b, &format!("{marker} {reason}"));
+            ops.push(Op::CopyEnd(Some(marker)));
+            return Ok(Some(b));
+        }
         b'F' => {
             let oid = body
                 .get(..4)
@@ -1103,7 +1119,7 @@ where
                         }),
                     ))),
                     Op::Sync => kinds.push(Some((Kind::Sync, None, None))),
-                    Op::CopyEnd => kinds.push(Some((Kind::CopyEnd, None, None))),
+                    Op::CopyEnd(marker) => kinds.push(Some((Kind::CopyEnd(marker), None, None))),
                 }
             }
             let seqs = if commands.is_empty() {
@@ -1139,7 +1155,7 @@ where
                         };
                         (k, refusal, seq, None)
                     }
-                    Some((k @ (Kind::Sync | Kind::CopyEnd | Kind::Describe), _, rows)) => {
+                    Some((k @ (Kind::Sync | Kind::CopyEnd(_) | Kind::Describe), _, rows)) => {
                         (k, None, 0, rows)
                     }
                     Some((kind, refusal, rows)) => (kind, refusal, seqs.next().unwrap_or(0), rows),
@@ -1236,7 +1252,7 @@ fn on_server_message(
     let sh = &mut *sh;
     let q = &mut sh.queue;
     // A CopyEnd left over from a copy the server already ended carries no response.
-    while matches!(q.front().map(|p| &p.kind), Some(Kind::CopyEnd)) {
+    while matches!(q.front().map(|p| &p.kind), Some(Kind::CopyEnd(_))) {
         q.pop_front();
     }
     let mut replacement = None;
@@ -1259,7 +1275,7 @@ fn on_server_message(
         },
         b'C' | b'I' | b's' => {
             if *copy_in && tag == b'C' {
-                end_copy(q, true)?;
+                end_copy(q, true, None)?;
                 *copy_in = false;
             }
             let rows = if tag == b'C' {
@@ -1282,17 +1298,23 @@ fn on_server_message(
             }
         }
         b'E' => {
+            let (code, message) = error_fields(body);
             if *copy_in {
-                end_copy(q, false)?;
+                if let Some(marker) = end_copy(q, false, message.as_deref())? {
+                    // The client sees its own CopyFail reason, unmarked.
+                    replacement =
+                        Some(crate::wire::without_text(b'E', body, &format!("{marker} ")));
+                }
                 *copy_in = false;
             }
-            let (code, message) = error_fields(body);
             let code = code.unwrap_or_else(|| "XX000".into());
             if let Some(p) = q.front() {
                 if p.error.is_none()
                     && matches!(p.kind, Kind::Simple | Kind::Extended | Kind::Change(..))
                 {
-                    replacement = p.refusal.as_ref().map(refusal_error);
+                    if let Some(r) = &p.refusal {
+                        replacement = Some(refusal_error(r));
+                    }
                 }
             }
             if replacement.is_none() && message.is_some_and(|m| mentions_stand_in(&m)) {
@@ -1366,7 +1388,7 @@ fn on_server_message(
                         break;
                     }
                     Kind::Sync => break,
-                    Kind::CopyEnd => {}
+                    Kind::CopyEnd(_) => {}
                     // The server answers each of these unless it skips it
                     // after an error; one still waiting means the pairing broke.
                     Kind::Extended | Kind::Describe | Kind::Change(..) if !sh.skipping => {
@@ -1415,7 +1437,7 @@ fn on_description(
     };
     let mut sh = shared.lock();
     let q = &mut sh.queue;
-    while matches!(front(q), Some(Kind::CopyEnd)) {
+    while matches!(front(q), Some(Kind::CopyEnd(_))) {
         q.pop_front();
     }
     match (tag, front(q)) {
@@ -1674,25 +1696,40 @@ fn unexpected(tag: u8, q: &VecDeque<Pending>) -> String {
 /// completed copy that is every Sync sent before CopyDone. After an error
 /// it is those read before the error, which the gateway cannot tell from
 /// those read after it (and answered), so it refuses to guess.
-fn end_copy(q: &mut VecDeque<Pending>, completed: bool) -> Result<(), String> {
+fn end_copy(
+    q: &mut VecDeque<Pending>,
+    completed: bool,
+    error: Option<&str>,
+) -> Result<Option<Arc<str>>, String> {
     if !matches!(front(q), Some(Kind::Simple | Kind::Extended)) {
         return Err(unexpected(if completed { b'C' } else { b'E' }, q));
     }
-    let end = q.iter().position(|p| matches!(p.kind, Kind::CopyEnd));
+    let end = q.iter().position(|p| matches!(p.kind, Kind::CopyEnd(_)));
     let region = end.unwrap_or(q.len());
-    if completed {
+    // An error quoting the client's CopyFail came from it: the server had
+    // read everything before it in copy mode, as after a completed copy.
+    let failed_by_client = match (end.map(|e| &q[e].kind), error) {
+        (Some(Kind::CopyEnd(Some(marker))), Some(message)) => message.contains(&**marker),
+        _ => false,
+    };
+    let marker = match (failed_by_client, end.map(|e| &q[e].kind)) {
+        (true, Some(Kind::CopyEnd(Some(m)))) => Some(m.clone()),
+        _ => None,
+    };
+    if completed || failed_by_client {
         if end.is_none() || q.range(1..region).any(|p| !matches!(p.kind, Kind::Sync)) {
             return Err(unexpected(b'C', q));
         }
         // The Syncs and the CopyEnd got no answer of their own.
         q.drain(1..=region);
+        return Ok(marker);
     } else if region > 1 {
         return Err(
             "the gateway lost track of this session's protocol state: an error ended a COPY FROM STDIN while the client had already sent a Sync or a command after the COPY, and which of them the server read in copy mode (and ignored) cannot be known"
                 .into(),
         );
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Whether an error message names a stand-in of a refused command.

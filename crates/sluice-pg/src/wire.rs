@@ -170,6 +170,38 @@ pub fn execute(buf: &mut BytesMut, portal: &str) {
     finish(buf, at);
 }
 
+/// A CopyFail message.
+pub fn copy_fail(buf: &mut BytesMut, reason: &str) {
+    let at = begin(buf, b'f');
+    buf.put_slice(reason.as_bytes());
+    buf.put_u8(0);
+    finish(buf, at);
+}
+
+/// The same ErrorResponse or NoticeResponse (`tag`) with `from` removed
+/// from its text fields.
+pub fn without_text(tag: u8, body: &[u8], from: &str) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let at = begin(&mut buf, tag);
+    let mut b = body;
+    while let Some((&f, rest)) = b.split_first() {
+        if f == 0 {
+            break;
+        }
+        let Some(end) = rest.iter().position(|&c| c == 0) else {
+            break;
+        };
+        let v = String::from_utf8_lossy(&rest[..end]).replace(from, "");
+        buf.put_u8(f);
+        buf.put_slice(v.as_bytes());
+        buf.put_u8(0);
+        b = &rest[end + 1..];
+    }
+    buf.put_u8(0);
+    finish(&mut buf, at);
+    buf
+}
+
 /// A Terminate message.
 pub fn terminate(buf: &mut BytesMut) {
     let at = begin(buf, b'X');
