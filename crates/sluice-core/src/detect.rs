@@ -153,8 +153,9 @@ fn patterns() -> &'static Patterns {
             secret_value: re(concat!(
                 // A key ending in one of these words (DB_PASSWORD, client_secret).
                 r"(?i)(?:^|[^A-Za-z0-9_])[A-Za-z0-9_]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key)",
-                // The key may be quoted, as in JSON or YAML.
-                r#"["']?\s*[=:]\s*["']?([^\s"'&;,]+)"#,
+                // The key may be quoted, as in JSON or YAML, and the quotes
+                // escaped, as inside an array or record literal or CSV.
+                r#"(?:\\?["']){0,2}\s*[=:]\s*(?:\\?["']){0,2}([^\s"'&;,\\]+)"#,
                 r"|://[^:/@\s]+:([^@/\s]+)@"
             )),
         }
@@ -236,7 +237,17 @@ impl Detectors {
             }
         }
         if has(b'.') && digits >= 4 {
-            push_all(&mut found, &p.ipv4, text, Kind::Ip);
+            for m in p.ipv4.find_iter(text) {
+                // Not one run of a longer dotted number (an OID such as
+                // 1.3.6.1.4.1.2021, a version such as 10.4.1.2.7).
+                let before = &text.as_bytes()[..m.start()];
+                let after = &text.as_bytes()[m.end()..];
+                let dotted = |b: &[u8]| b.len() >= 2 && b[0] == b'.' && b[1].is_ascii_digit();
+                let rev: Vec<u8> = before.iter().rev().take(2).copied().collect();
+                if !dotted(after) && !dotted(&rev) {
+                    found.push(finding(Kind::Ip, &m));
+                }
+            }
         }
         if bytes.iter().filter(|&&b| b == b':').count() >= 2 {
             for m in p.ipv6.find_iter(text) {

@@ -152,12 +152,25 @@ impl Masker {
                         .iter()
                         .position(|c| !matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
                         .unwrap_or(b.len() - i);
+                    // A number under a secret key, or that is a card (say),
+                    // becomes a string marker.
+                    let masked = if after_secret_key || secret_from.is_some() {
+                        kinds.push(Kind::Secret);
+                        Some(
+                            serde_json::Value::String(self.render(
+                                Style::Redact,
+                                &Kind::Secret,
+                                &text[i..end],
+                            ))
+                            .to_string(),
+                        )
+                    } else {
+                        self.mask_text(&text[i..end]).map(|(m, k)| {
+                            kinds.extend(k);
+                            serde_json::Value::String(m).to_string()
+                        })
+                    };
                     after_secret_key = false;
-                    // A number that is a card (say) becomes a string marker.
-                    let masked = self.mask_text(&text[i..end]).map(|(m, k)| {
-                        kinds.extend(k);
-                        serde_json::Value::String(m).to_string()
-                    });
                     (end, masked)
                 }
                 b'{' | b'[' => {

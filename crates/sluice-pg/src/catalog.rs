@@ -32,8 +32,15 @@ pub struct Relation {
     /// Column number to name.
     pub columns: HashMap<i16, String>,
     /// For views: the base columns (schema, table, column) they read,
-    /// through nested views.
+    /// through nested views (`*` for a whole row).
     pub reads: Vec<(String, String, String)>,
+    /// For views: what their own definition's outputs derive from (a
+    /// whole-row reference next to a column, say, which `pg_depend` does
+    /// not show).
+    pub definition: Option<crate::classify::Lineage>,
+    /// For views: they call functions of the database's own, which may
+    /// read anything.
+    pub calls_functions: bool,
 }
 
 impl Relation {
@@ -185,7 +192,13 @@ impl Catalog {
              SELECT reads.view, n.nspname, c.relname, COALESCE(a.attname, '*') FROM reads \
              JOIN pg_catalog.pg_class c ON c.oid = reads.rel \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = reads.rel AND a.attnum = reads.att AND reads.att > 0"
+             LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = reads.rel AND a.attnum = reads.att AND reads.att > 0; \
+             SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid), EXISTS ( \
+               SELECT 1 FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_depend d \
+                 ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+                 AND d.refclassid = 'pg_catalog.pg_proc'::regclass \
+               WHERE r.ev_class = c.oid) \
+             FROM pg_catalog.pg_class c WHERE c.oid IN ({list}) AND c.relkind IN ('v', 'm')"
         );
         let rows = self.query(&sql).await?;
         let mut out: HashMap<u32, Relation> = HashMap::new();
@@ -202,8 +215,12 @@ impl Catalog {
                 if let Ok(n) = field(4).parse() {
                     r.columns.insert(n, field(5));
                 }
-            } else {
+            } else if set == 1 {
                 r.reads.push((field(1), field(2), field(3)));
+            } else {
+                r.definition = Some(view_classifier().classify_uncached(&field(1)).lineage);
+                // Built-in functions are pinned: a dependency is on one of the database's own.
+                r.calls_functions = field(2) == "t";
             }
         }
         Ok(out)
@@ -293,6 +310,13 @@ pub struct ResultSet {
     pub columns: Vec<crate::mask::Column>,
     /// Its rows, values in text format (`None` for NULL).
     pub rows: Vec<Vec<Option<Vec<u8>>>>,
+}
+
+/// Reads view definitions (built-in functions only: a view's own function
+/// calls are known from `pg_depend`).
+fn view_classifier() -> &'static crate::classify::Classifier {
+    static C: std::sync::OnceLock<crate::classify::Classifier> = std::sync::OnceLock::new();
+    C.get_or_init(|| crate::classify::Classifier::new(HashMap::new()))
 }
 
 /// The values of a DataRow.

@@ -105,7 +105,10 @@ fn category(oid: u32, binary: bool) -> Category {
         20 => Category::Int8,
         1700 => Category::Numeric,
         16 | 21 | 23 | 26 | 28 | 27 | 700 | 701 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266
-        | 2950 | 1560 | 1562 | 3220 => Category::Skip,
+        | 2950 | 1560 | 1562 | 3220 | 5069 | 24 | 2202 | 2203 | 2204 | 2205 | 2206 | 3734
+        | 3769 | 4089 | 4096 | 600 | 601 | 602 | 603 | 604 | 628 | 718 | 790 | 829 | 774 => {
+            Category::Skip
+        }
         1009 => Category::Array(25),
         1015 => Category::Array(1043),
         1014 => Category::Array(1042),
@@ -197,6 +200,16 @@ fn mask_typed(
             None => Outcome::Null,
         },
         Category::Other if binary => {
+            // Arrays of any element type say it in their header.
+            if let Some(elem) = binary_array_elem(value) {
+                return match mask_binary_array(m, elem, value, counts) {
+                    Outcome::Keep if category(elem, true) == Category::Other => {
+                        counts.add_label("undecoded");
+                        Outcome::Null
+                    }
+                    other => other,
+                };
+            }
             // A binary form not decoded here (records, ranges, inet, ...):
             // readable text is checked as text; anything else is withheld.
             match std::str::from_utf8(value) {
@@ -207,7 +220,12 @@ fn mask_typed(
                 }
             }
         }
-        Category::Int8 | Category::Numeric | Category::Other => null_if_found(m, value, counts),
+        Category::Numeric => {
+            // The integer part (see `numeric_text`).
+            let int = value.split(|&b| b == b'.').next().unwrap_or(value);
+            null_if_found(m, int, counts)
+        }
+        Category::Int8 | Category::Other => null_if_found(m, value, counts),
         Category::Array(elem) if binary => mask_binary_array(m, elem, value, counts),
         Category::Array(elem) => match category(elem, false) {
             // Markers hold no quotes, commas or braces: array syntax survives.
@@ -305,20 +323,31 @@ fn numeric_text(v: &[u8]) -> Option<String> {
         |i: usize| -> Option<i16> { Some(i16::from_be_bytes(v.get(i..i + 2)?.try_into().ok()?)) };
     let ndigits = word(0)? as usize;
     let weight = word(2)? as i32;
+    // The integer part only: a card number stored as a number has no
+    // fraction, and fraction digits must not read as one.
+    if weight < 0 {
+        return Some("0".into());
+    }
     let mut s = String::new();
-    for i in 0..ndigits {
-        let d = word(8 + 2 * i)?;
+    for i in 0..=weight as usize {
+        let d = if i < ndigits { word(8 + 2 * i)? } else { 0 };
         if i == 0 {
             s.push_str(&d.to_string());
         } else {
             s.push_str(&format!("{d:04}"));
         }
     }
-    // Trailing zero groups up to the weight (integers).
-    for _ in ndigits as i32..=weight {
-        s.push_str("0000");
-    }
     Some(s)
+}
+
+/// The element type of a binary array value, if it reads as one.
+fn binary_array_elem(v: &[u8]) -> Option<u32> {
+    let int =
+        |i: usize| -> Option<i32> { Some(i32::from_be_bytes(v.get(i..i + 4)?.try_into().ok()?)) };
+    let (ndim, flags) = (int(0)?, int(4)?);
+    ((0..=6).contains(&ndim) && (flags == 0 || flags == 1) && v.len() >= 12 + 8 * ndim as usize)
+        .then(|| int(8).map(|e| e as u32))
+        .flatten()
 }
 
 /// Masks the elements of a binary array; an element that must become NULL
@@ -705,8 +734,22 @@ pub fn may_derive_from_rules(m: &Masking, l: &Lineage, views: &[Arc<Relation>]) 
     None
 }
 
-/// The kind of the first rule a view's base columns fall under.
+/// The kind of the first rule a view's base columns fall under; derived
+/// when its definition may derive from a rule column or calls functions of
+/// the database's own.
 fn view_reads_rules(m: &Masking, v: &Relation) -> Option<Kind> {
+    if v.calls_functions && m.has_rules() {
+        return Some(Kind::Custom("derived".into()));
+    }
+    if let Some(def) = &v.definition {
+        let mut def = def.clone();
+        def.explain_only = false;
+        if def.star || def.opaque || def.columns.iter().any(|c| def.relations.contains(c)) {
+            if let Some(kind) = may_derive_from_rules(m, &def, &[]) {
+                return Some(kind);
+            }
+        }
+    }
     v.reads.iter().find_map(|(s, t, c)| {
         if c == "*" {
             // The view reads whole rows of the table.
@@ -767,9 +810,9 @@ fn mask_hex_runs(m: &Masking, text: &str, counts: &mut MaskCounts) -> Option<Str
             let end = start + (end - start) / 2 * 2;
             if end > start {
                 if let Ok(raw) = hex::decode(&text[start..end]) {
-                    if let Some((masked, kinds)) = std::str::from_utf8(&raw)
-                        .ok()
-                        .and_then(|t| m.masker.mask_text(t))
+                    // Binary bytes around the text must not hide it.
+                    if let Some((masked, kinds)) =
+                        m.masker.mask_text(&String::from_utf8_lossy(&raw))
                     {
                         kinds.iter().for_each(|k| counts.add(k));
                         out.push_str(&text[at..start]);

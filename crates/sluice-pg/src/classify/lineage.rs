@@ -81,7 +81,7 @@ impl Visitor for LineageScan<'_> {
     fn enter(&mut self, name: &'static str) {
         match name {
             "AStar" => self.lineage.star = true,
-            "ExecuteStmt" | "FetchStmt" => self.lineage.opaque = true,
+            "ExecuteStmt" | "FetchStmt" | "DoStmt" | "CallStmt" => self.lineage.opaque = true,
             // Subscripts: `profile['db_password']`.
             "AIndirection" => self.lineage.json_extraction = true,
             "RangeFunction" => self.in_range_function += 1,
