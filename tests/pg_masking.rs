@@ -194,6 +194,22 @@ fn psql_never_sees_a_clear_value_and_everything_else_is_untouched() {
         );
         assert_no_secret(sql, &all);
     }
+    // A child table (partitions alike) inherits its parent's rules.
+    psql_ok(
+        &info,
+        "CREATE TABLE customers_archive () INHERITS (customers); \
+         INSERT INTO customers_archive (id, name, notes) VALUES (3, 'Old', 'call after 5pm, archived')",
+    );
+    for sql in [
+        "SELECT notes FROM customers_archive",
+        "SELECT notes || '' FROM customers_archive",
+        "SELECT notes FROM ONLY customers_archive",
+    ] {
+        let out = psql_ok(&info, sql);
+        assert_no_secret(sql, &out);
+        assert!(out.contains("[redacted:"), "{sql}: {out}");
+    }
+    psql_ok(&info, "DROP TABLE customers_archive");
     // Dotted numbers that are not addresses stay.
     assert_eq!(
         psql_ok(&info, "SELECT 'snmp 1.3.6.1.4.1.2021'").trim(),

@@ -41,6 +41,9 @@ pub struct Relation {
     /// For views: they call functions of the database's own, which may
     /// read anything.
     pub calls_functions: bool,
+    /// Tables it inherits from (a partition's parents, `INHERITS`), nearest
+    /// first: their rules name its columns too.
+    pub ancestors: Vec<(String, String)>,
 }
 
 impl Relation {
@@ -71,7 +74,9 @@ impl Catalog {
     }
 
     /// The views (and materialized views), in any schema, with one of
-    /// these names, with the base columns they read.
+    /// these names, with the base columns they read; and the tables of
+    /// those names that inherit from others (partitions, children), with
+    /// their ancestors.
     pub async fn views_named(&self, names: &[&str]) -> Result<Vec<Arc<Relation>>, String> {
         let mut oids = Vec::new();
         let mut missing = Vec::new();
@@ -99,7 +104,8 @@ impl Catalog {
             let rows = self
                 .query(&format!(
                     "SELECT c.oid, c.relname FROM pg_catalog.pg_class c \
-                     WHERE c.relkind IN ('v', 'm') AND c.relname IN ({list})"
+                     WHERE c.relname IN ({list}) AND (c.relkind IN ('v', 'm') \
+                       OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid))"
                 ))
                 .await?;
             let mut found: HashMap<String, Vec<u32>> = missing
@@ -198,7 +204,15 @@ impl Catalog {
                  ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
                  AND d.refclassid = 'pg_catalog.pg_proc'::regclass \
                WHERE r.ev_class = c.oid) \
-             FROM pg_catalog.pg_class c WHERE c.oid IN ({list}) AND c.relkind IN ('v', 'm')"
+             FROM pg_catalog.pg_class c WHERE c.oid IN ({list}) AND c.relkind IN ('v', 'm'); \
+             WITH RECURSIVE up(child, parent, depth) AS ( \
+               SELECT inhrelid, inhparent, 1 FROM pg_catalog.pg_inherits WHERE inhrelid IN ({list}) \
+               UNION \
+               SELECT up.child, i.inhparent, up.depth + 1 FROM up \
+               JOIN pg_catalog.pg_inherits i ON i.inhrelid = up.parent WHERE up.depth < 16) \
+             SELECT up.child, n.nspname, c.relname FROM up \
+             JOIN pg_catalog.pg_class c ON c.oid = up.parent \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY up.depth"
         );
         let rows = self.query(&sql).await?;
         let mut out: HashMap<u32, Relation> = HashMap::new();
@@ -217,6 +231,8 @@ impl Catalog {
                 }
             } else if set == 1 {
                 r.reads.push((field(1), field(2), field(3)));
+            } else if set == 3 {
+                r.ancestors.push((field(1), field(2)));
             } else {
                 r.definition = Some(view_classifier().classify_uncached(&field(1)).lineage);
                 // Built-in functions are pinned: a dependency is on one of the database's own.

@@ -683,7 +683,10 @@ pub fn apply_rules(
                 .get(&col.attnum)
                 .map(String::as_str)
                 .unwrap_or("");
-            if let Some(rule) = m.column_rule(&rel.schema, &rel.name, name) {
+            let own_or_inherited = std::iter::once((&rel.schema, &rel.name))
+                .chain(rel.ancestors.iter().map(|(s, t)| (s, t)))
+                .find_map(|(s, t)| m.column_rule(s, t, name));
+            if let Some(rule) = own_or_inherited {
                 plan.rule = Some(rule.clone());
             } else if statistics_view(&rel.name) && rel.schema == "pg_catalog" {
                 plan.rule = Some(derived());
@@ -739,6 +742,13 @@ pub fn may_derive_from_rules(m: &Masking, l: &Lineage, views: &[Arc<Relation>]) 
 /// the database's own.
 fn view_reads_rules(m: &Masking, v: &Relation) -> Option<Kind> {
     if v.calls_functions && m.has_rules() {
+        return Some(Kind::Custom("derived".into()));
+    }
+    // A table that inherits columns under rules (a partition, a child).
+    if v.ancestors
+        .iter()
+        .any(|(s, t)| m.table_has_rules(Some(s), t))
+    {
         return Some(Kind::Custom("derived".into()));
     }
     if let Some(def) = &v.definition {
