@@ -320,6 +320,51 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// The result columns of a statement, by Parse and Describe on a
+    /// session of the gateway's own: planned, never run.
+    pub async fn describe(&self, sql: &str) -> Result<Vec<crate::mask::Column>, String> {
+        let session =
+            crate::target::connect(&self.conn, self.tls.as_ref(), &[], Duration::from_secs(10))
+                .await
+                .map_err(|e| format!("describe: {e}"))?;
+        let mut io = session.io;
+        let mut msg = BytesMut::new();
+        crate::wire::parse_describe_sync(&mut msg, sql);
+        io.write_all(&msg).await.map_err(|e| e.to_string())?;
+        let mut columns = None;
+        let mut error = None;
+        let result = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let tag = io.read_u8().await.map_err(|e| e.to_string())?;
+                let len = io.read_u32().await.map_err(|e| e.to_string())? as usize;
+                if !(4..=16 * 1024 * 1024).contains(&len) {
+                    return Err("describe: bad message length".to_string());
+                }
+                let mut body = vec![0u8; len - 4];
+                io.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+                match tag {
+                    b'T' => columns = crate::mask::row_description(&body),
+                    b'n' => columns = Some(Vec::new()),
+                    b'E' => error = Some(error_fields(&body).1.unwrap_or_default()),
+                    b'Z' => return Ok(()),
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        let mut bye = BytesMut::new();
+        crate::wire::terminate(&mut bye);
+        let _ = io.write_all(&bye).await;
+        result.map_err(|_| "describe timed out".to_string())??;
+        match (error, columns) {
+            (Some(e), _) => Err(format!("describe failed: {e}")),
+            (None, Some(c)) => Ok(c),
+            (None, None) => Err("describe: no description".into()),
+        }
+    }
+}
+
 /// One result set of a query run by the gateway itself.
 pub struct ResultSet {
     /// Its columns.

@@ -863,6 +863,94 @@ pub fn copy_text(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<By
     Some(out)
 }
 
+/// The signature that starts a binary COPY stream.
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// Masks one CopyData message of a binary `COPY ... TO STDOUT` whose
+/// column types were described: the stream's header (first message only),
+/// then one tuple or the trailer. Each field is masked as a binary value of
+/// its type; a field of a type detectors cannot otherwise see into is
+/// still checked as text when it reads as text (the description came from
+/// another session, whose search_path may differ).
+pub fn copy_binary(
+    m: &Masking,
+    types: &[u32],
+    body: &[u8],
+    counts: &mut MaskCounts,
+) -> Result<Option<BytesMut>, String> {
+    let bad = || "a binary COPY row the gateway cannot read".to_string();
+    let int = |at: usize, n: usize| -> Result<i64, String> {
+        let b = body.get(at..at + n).ok_or_else(bad)?;
+        Ok(match n {
+            2 => i16::from_be_bytes([b[0], b[1]]) as i64,
+            _ => i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
+        })
+    };
+    let mut at = 0;
+    if body.starts_with(COPY_SIGNATURE) {
+        at = 19 + usize::try_from(int(15, 4)?).map_err(|_| bad())?;
+    }
+    let fields = int(at, 2)?;
+    if fields < 0 {
+        return Ok(None);
+    }
+    if fields as usize != types.len() {
+        return Err(bad());
+    }
+    let mut out: Vec<u8> = body.get(..at + 2).ok_or_else(bad)?.to_vec();
+    let mut changed = false;
+    at += 2;
+    for &oid in types {
+        let len = int(at, 4)?;
+        at += 4;
+        if len < 0 {
+            out.extend_from_slice(&(len as i32).to_be_bytes());
+            continue;
+        }
+        let value = body.get(at..at + len as usize).ok_or_else(bad)?;
+        at += len as usize;
+        let plan = Plan {
+            type_oid: oid,
+            binary: Some(true),
+            rule: None,
+        };
+        let mut outcome = mask_value(m, &plan, value, counts);
+        if matches!(outcome, Outcome::Keep) && category(oid, true) == Category::Skip {
+            if let Ok(t) = std::str::from_utf8(value) {
+                if !t.chars().any(char::is_control) {
+                    outcome = inline(m, value, counts, false);
+                }
+            }
+        }
+        match outcome {
+            Outcome::Keep => {
+                out.extend_from_slice(&(len as i32).to_be_bytes());
+                out.extend_from_slice(value);
+            }
+            Outcome::Replace(r) => {
+                changed = true;
+                out.extend_from_slice(&(r.len() as i32).to_be_bytes());
+                out.extend_from_slice(&r);
+            }
+            Outcome::Null => {
+                changed = true;
+                out.extend_from_slice(&(-1i32).to_be_bytes());
+            }
+        }
+    }
+    if at != body.len() {
+        return Err(bad());
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let mut msg = BytesMut::with_capacity(out.len() + 5);
+    msg.put_u8(b'd');
+    msg.put_u32((out.len() + 4) as u32);
+    msg.extend_from_slice(&out);
+    Ok(Some(msg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

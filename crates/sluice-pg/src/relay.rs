@@ -253,6 +253,8 @@ struct ResultRows {
     formats: Option<Arc<[i16]>>,
     /// What the statement's output columns may derive from.
     classified: Option<Arc<Classified>>,
+    /// The statement's text (a binary COPY's columns are described from it).
+    text: Option<Arc<str>>,
 }
 
 impl Prepared {
@@ -303,6 +305,7 @@ impl Prepared {
             shape: self.shape.clone(),
             formats: self.formats.clone(),
             classified: Some(self.classified.clone()),
+            text: Some(self.text.clone()),
         }
     }
 }
@@ -493,6 +496,7 @@ fn decode_client_message(
                 shape: Shape::default(),
                 formats: None,
                 classified: Some(classified.clone()),
+                text: Some(Arc::from(text)),
             };
             ops.push(Op::Command(cmd, Kind::Simple, refusal, Some(rows)));
             return Ok(replacement);
@@ -1121,6 +1125,7 @@ where
                             shape,
                             formats: None,
                             classified: None,
+                            text: None,
                         }),
                     ))),
                     Op::Sync => kinds.push(Some((Kind::Sync, None, None))),
@@ -1475,6 +1480,10 @@ struct ResultState {
     copy_under_rules: bool,
     /// The error or notice about to be passed may echo a rule column.
     withhold_texts: bool,
+    /// The column types of the COPY about to stream, when described.
+    copy_types: Option<Vec<u32>>,
+    /// The COPY streams in binary format.
+    copy_binary: bool,
 }
 
 const WITHHELD_COPY: &str = "COPY TO STDOUT would return columns under masking rules, and COPY rows do not say which column a value comes from; use SELECT, which is masked column by column";
@@ -1584,6 +1593,23 @@ async fn views_read(
     })
 }
 
+/// The column types of the `COPY ... TO STDOUT` being answered, from a
+/// Describe of its query on the gateway's own session.
+async fn copy_types(shared: &Shared, catalog: Option<&Catalog>) -> Option<Vec<u32>> {
+    let text = {
+        let sh = shared.lock();
+        sh.queue.front()?.result.as_ref()?.text.clone()?
+    };
+    let sql = crate::classify::copy_out_query(&text)?;
+    match catalog?.describe(&sql).await {
+        Ok(cols) => Some(cols.iter().map(|c| c.type_oid).collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot describe a binary COPY; withholding it");
+            None
+        }
+    }
+}
+
 /// Whether a `COPY ... TO STDOUT` may return a column under a rule.
 async fn copy_under_rules(shared: &Shared, m: &Masking, catalog: Option<&Catalog>) -> bool {
     if !m.has_rules() {
@@ -1619,10 +1645,20 @@ fn on_result_message(
             crate::mask::data_row(m, &plans, body, &mut counts)?
         }
         b'H' => {
-            // COPY rows carry no column origins, and binary ones no types:
-            // then the data is withheld (SELECT is masked column by column).
+            // COPY rows carry no column origins, and binary ones no types
+            // (learned, when they can be, by describing the COPY's query):
+            // otherwise the data is withheld (SELECT is masked column by column).
             let simple = matches!(front(&shared.lock().queue), Some(Kind::Simple));
-            let why = if body.first() == Some(&1) {
+            let columns = body
+                .get(1..3)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize);
+            let binary = body.first() == Some(&1);
+            let typed = binary
+                && rs
+                    .copy_types
+                    .as_ref()
+                    .is_some_and(|t| Some(t.len()) == columns);
+            let why = if binary && !typed {
                 Some(WITHHELD_BINARY_COPY)
             } else if rs.copy_under_rules {
                 Some(WITHHELD_COPY)
@@ -1637,9 +1673,14 @@ fn on_result_message(
                 return Ok(Some(BytesMut::new()));
             }
             rs.copy_out = true;
+            rs.copy_binary = binary;
             return Ok(None);
         }
         b'd' | b'c' if rs.withheld.is_some() => return Ok(Some(BytesMut::new())),
+        b'd' if rs.copy_out && rs.copy_binary => {
+            let types = rs.copy_types.clone().unwrap_or_default();
+            crate::mask::copy_binary(m, &types, body, &mut counts)?
+        }
         b'd' if rs.copy_out => crate::mask::copy_text(m, body, &mut counts),
         b'c' => {
             rs.copy_out = false;
@@ -1872,6 +1913,9 @@ where
                 if let Some(m) = &masking {
                     if tag == b'H' {
                         results.copy_under_rules = copy_under_rules(&shared, m, catalog).await;
+                        if body.first() == Some(&1) {
+                            results.copy_types = copy_types(&shared, catalog).await;
+                        }
                     }
                     if tag == b'E' || tag == b'N' {
                         results.withhold_texts = withhold_texts(&shared, m, catalog).await;

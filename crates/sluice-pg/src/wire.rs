@@ -170,6 +170,22 @@ pub fn execute(buf: &mut BytesMut, portal: &str) {
     finish(buf, at);
 }
 
+/// Parse (unnamed, no parameter types), Describe of it, and Sync.
+pub fn parse_describe_sync(buf: &mut BytesMut, sql: &str) {
+    let at = begin(buf, b'P');
+    buf.put_u8(0);
+    buf.put_slice(sql.as_bytes());
+    buf.put_u8(0);
+    buf.put_i16(0);
+    finish(buf, at);
+    let at = begin(buf, b'D');
+    buf.put_u8(b'S');
+    buf.put_u8(0);
+    finish(buf, at);
+    let at = begin(buf, b'S');
+    finish(buf, at);
+}
+
 /// A CopyFail message.
 pub fn copy_fail(buf: &mut BytesMut, reason: &str) {
     let at = begin(buf, b'f');

@@ -374,6 +374,48 @@ impl Classifier {
     }
 }
 
+/// For a message that is one `COPY ... TO STDOUT`: a query returning the
+/// same columns (the COPY's own query, or a SELECT of the table's listed
+/// columns), which the gateway can Describe to learn their types.
+pub fn copy_out_query(text: &str) -> Option<String> {
+    let parsed = pg_query::parse(text, ParserOptions::DEFAULT).ok()?;
+    let [stmt] = parsed.protobuf.stmts.as_slice() else {
+        return None;
+    };
+    let Some(NodeEnum::CopyStmt(c)) = stmt.stmt.as_ref()?.node.as_ref() else {
+        return None;
+    };
+    if c.is_from || !c.filename.is_empty() || c.is_program {
+        return None;
+    }
+    if let Some(q) = c.query.as_ref().and_then(|q| q.node.as_ref()) {
+        return q.deparse(pg_query::DeparseOptions::default()).ok();
+    }
+    let rel = c.relation.as_ref()?;
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let columns: Vec<String> = c
+        .attlist
+        .iter()
+        .filter_map(|n| match n.node.as_ref()? {
+            NodeEnum::String(s) => Some(quote(&s.sval)),
+            _ => None,
+        })
+        .collect();
+    let table = if rel.schemaname.is_empty() {
+        quote(&rel.relname)
+    } else {
+        format!("{}.{}", quote(&rel.schemaname), quote(&rel.relname))
+    };
+    Some(format!(
+        "SELECT {} FROM ONLY {table}",
+        if columns.is_empty() {
+            "*".to_string()
+        } else {
+            columns.join(", ")
+        }
+    ))
+}
+
 /// Cursors share the statement-local map with prepared statements under a
 /// key no statement name can have (names cannot hold a NUL).
 fn cursor_key(name: &str) -> String {
