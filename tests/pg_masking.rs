@@ -539,6 +539,38 @@ async fn a_binary_mode_driver_gets_masked_values_it_can_decode() {
     assert_eq!(rows[0].get::<Option<i64>>(2), None, "a card in a bigint");
     assert_eq!(rows[0].get::<f64>(3), 120.5);
     assert_eq!(rows[1].get::<Option<i64>>(2), Some(1234567));
+    // The types come from a session of the gateway's own, whose
+    // search_path may find another table of the same name: a field whose
+    // bytes hold a finding is withheld whatever its described type.
+    client
+        .batch_execute(
+            "CREATE SCHEMA s2; CREATE TABLE public.people (id int, info date); \
+             CREATE TABLE s2.people (id int, info text); \
+             INSERT INTO s2.people VALUES (1, E'x\\njane.doe@example.com'); \
+             SET search_path = s2, public",
+        )
+        .await
+        .unwrap();
+    let stream = client
+        .copy_out("COPY (SELECT info FROM people) TO STDOUT (FORMAT binary)")
+        .await
+        .unwrap();
+    let rows: Vec<_> = BinaryCopyOutStream::new(stream, &[Type::TEXT])
+        .collect()
+        .await;
+    let got = rows[0]
+        .as_ref()
+        .unwrap()
+        .get::<Option<&str>>(0)
+        .map(str::to_string);
+    assert!(
+        got.is_none() || !got.as_deref().unwrap().contains("jane.doe"),
+        "{got:?}"
+    );
+    client
+        .batch_execute("SET search_path = public")
+        .await
+        .unwrap();
     // A binary COPY of a column under a rule is still refused (through
     // the extended protocol, where an error cannot take the data's place,
     // by closing the session).
