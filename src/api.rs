@@ -206,13 +206,14 @@ async fn mask_test(
     Extension(tools): Extension<Arc<MaskTools>>,
     Json(body): Json<MaskTestBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let mut ev = EventDraft::new(
+    record_admin_action(
+        &core,
+        &admin,
         "mask.test",
+        &body.connection,
         json!({"connection": body.connection, "sql": body.sql}),
-    );
-    ev.principal = Some(admin.principal.clone());
-    ev.connection = Some(body.connection.clone());
-    core.record(ev).await?;
+    )
+    .await?;
     let report = tools
         .test(&body.connection, &body.sql)
         .await
@@ -234,15 +235,33 @@ async fn mask_scan(
     Extension(tools): Extension<Arc<MaskTools>>,
     Json(body): Json<MaskScanBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let mut ev = EventDraft::new("mask.scan", json!({"connection": body.connection}));
-    ev.principal = Some(admin.principal.clone());
-    ev.connection = Some(body.connection.clone());
-    core.record(ev).await?;
+    record_admin_action(
+        &core,
+        &admin,
+        "mask.scan",
+        &body.connection,
+        json!({"connection": body.connection}),
+    )
+    .await?;
     let findings = tools
         .scan(&body.connection, body.all)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     Ok(Json(json!({"findings": findings})))
+}
+
+/// Records an admin's action on a connection before it is carried out.
+async fn record_admin_action(
+    core: &Core,
+    admin: &TokenRecord,
+    kind: &str,
+    connection: &str,
+    data: serde_json::Value,
+) -> Result<(), StoreError> {
+    let mut ev = EventDraft::new(kind, data);
+    ev.principal = Some(admin.principal.clone());
+    ev.connection = Some(connection.to_string());
+    core.record(ev).await
 }
 
 async fn reload_policy(

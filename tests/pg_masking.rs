@@ -87,6 +87,16 @@ fn agent_token(gw: &Gateway) -> String {
     .to_string()
 }
 
+/// Everything psql printed, results and errors, whether it succeeded or not.
+fn psql_output(info: &str, sql: &str) -> String {
+    let out = psql(info, sql);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn assert_no_secret(what: &str, out: &str) {
     for s in SECRETS {
         assert!(!out.contains(s), "{what}: {s:?} leaked in {out}");
@@ -162,12 +172,7 @@ fn psql_never_sees_a_clear_value_and_everything_else_is_untouched() {
         "SELECT blob::text, ARRAY[blob]::text FROM customers",
         "SELECT set_config('application_name', email, false) FROM customers WHERE id = 1",
     ] {
-        let out = psql(&info, sql);
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let all = psql_output(&info, sql);
         assert_no_secret(sql, &all);
         assert!(!all.contains(&hex::encode("AKIAIOSFODNN7EXAMPLE")), "{sql}: {all}");
     }
@@ -186,12 +191,7 @@ fn psql_never_sees_a_clear_value_and_everything_else_is_untouched() {
         "EXPLAIN ANALYZE SELECT notes::int FROM customers",
         "SELECT ARRAY['password=\"hunter2-correct-horse\"']::text, ROW('password=\"hunter2-correct-horse\"')::text",
     ] {
-        let out = psql(&info, sql);
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let all = psql_output(&info, sql);
         assert_no_secret(sql, &all);
     }
     // A child table (partitions alike) inherits its parent's rules.

@@ -265,18 +265,82 @@ impl Catalog {
     /// gateway's own; returns every result set (text format) they produce.
     /// Stops at the first error.
     pub async fn result_sets(&self, queries: &[&str]) -> Result<Vec<ResultSet>, String> {
+        let requests: Vec<BytesMut> = queries
+            .iter()
+            .map(|sql| {
+                let mut msg = BytesMut::new();
+                crate::wire::query(&mut msg, sql);
+                msg
+            })
+            .collect();
+        let mut sets: Vec<ResultSet> = Vec::new();
+        let mut error = None;
+        self.converse(&requests, Duration::from_secs(30), |tag, body| {
+            match tag {
+                b'T' => sets.push(ResultSet {
+                    columns: crate::mask::row_description(body)
+                        .ok_or("catalog lookup: bad row description")?,
+                    rows: Vec::new(),
+                }),
+                b'D' => {
+                    let row = data_row(body).ok_or("catalog lookup: bad row")?;
+                    if let Some(set) = sets.last_mut() {
+                        set.rows.push(row);
+                    }
+                }
+                b'E' => error = Some(error_fields(body).1.unwrap_or_default()),
+                _ => {}
+            }
+            Ok(error.is_none())
+        })
+        .await?;
+        match error {
+            Some(e) => Err(format!("the target refused it: {e}")),
+            None => Ok(sets),
+        }
+    }
+
+    /// The result columns of a statement, by Parse and Describe on a
+    /// session of the gateway's own: planned, never run.
+    pub async fn describe(&self, sql: &str) -> Result<Vec<crate::mask::Column>, String> {
+        let mut msg = BytesMut::new();
+        crate::wire::parse_describe_sync(&mut msg, sql);
+        let mut columns = None;
+        let mut error = None;
+        self.converse(&[msg], Duration::from_secs(10), |tag, body| {
+            match tag {
+                b'T' => columns = crate::mask::row_description(body),
+                b'n' => columns = Some(Vec::new()),
+                b'E' => error = Some(error_fields(body).1.unwrap_or_default()),
+                _ => {}
+            }
+            Ok(true)
+        })
+        .await?;
+        match (error, columns) {
+            (Some(e), _) => Err(format!("describe failed: {e}")),
+            (None, Some(c)) => Ok(c),
+            (None, None) => Err("describe: no description".into()),
+        }
+    }
+
+    /// Opens a session of the gateway's own, sends each request in turn and
+    /// hands every answer to `on` up to its ReadyForQuery; stops early when
+    /// `on` returns false, and ends the session. Bounded by `limit`.
+    async fn converse(
+        &self,
+        requests: &[BytesMut],
+        limit: Duration,
+        mut on: impl FnMut(u8, &[u8]) -> Result<bool, String>,
+    ) -> Result<(), String> {
         let session =
             crate::target::connect(&self.conn, self.tls.as_ref(), &[], Duration::from_secs(10))
                 .await
                 .map_err(|e| format!("catalog lookup: {e}"))?;
         let mut io = session.io;
-        let mut sets: Vec<ResultSet> = Vec::new();
-        let mut error = None;
-        let result = tokio::time::timeout(Duration::from_secs(30), async {
-            for sql in queries {
-                let mut msg = BytesMut::new();
-                crate::wire::query(&mut msg, sql);
-                io.write_all(&msg).await.map_err(|e| e.to_string())?;
+        let result = tokio::time::timeout(limit, async {
+            for request in requests {
+                io.write_all(request).await.map_err(|e| e.to_string())?;
                 loop {
                     let tag = io.read_u8().await.map_err(|e| e.to_string())?;
                     let len = io.read_u32().await.map_err(|e| e.to_string())? as usize;
@@ -285,25 +349,13 @@ impl Catalog {
                     }
                     let mut body = vec![0u8; len - 4];
                     io.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-                    match tag {
-                        b'T' => sets.push(ResultSet {
-                            columns: crate::mask::row_description(&body)
-                                .ok_or("catalog lookup: bad row description")?,
-                            rows: Vec::new(),
-                        }),
-                        b'D' => {
-                            let row = data_row(&body).ok_or("catalog lookup: bad row")?;
-                            if let Some(set) = sets.last_mut() {
-                                set.rows.push(row);
-                            }
+                    let go_on = on(tag, &body)?;
+                    if tag == b'Z' {
+                        if !go_on {
+                            return Ok(());
                         }
-                        b'E' => error = Some(error_fields(&body).1.unwrap_or_default()),
-                        b'Z' => break,
-                        _ => {}
+                        break;
                     }
-                }
-                if error.is_some() {
-                    break;
                 }
             }
             Ok(())
@@ -312,56 +364,7 @@ impl Catalog {
         let mut bye = BytesMut::new();
         crate::wire::terminate(&mut bye);
         let _ = io.write_all(&bye).await;
-        result.map_err(|_| "catalog lookup timed out".to_string())??;
-        match error {
-            Some(e) => Err(format!("the target refused it: {e}")),
-            None => Ok(sets),
-        }
-    }
-}
-
-impl Catalog {
-    /// The result columns of a statement, by Parse and Describe on a
-    /// session of the gateway's own: planned, never run.
-    pub async fn describe(&self, sql: &str) -> Result<Vec<crate::mask::Column>, String> {
-        let session =
-            crate::target::connect(&self.conn, self.tls.as_ref(), &[], Duration::from_secs(10))
-                .await
-                .map_err(|e| format!("describe: {e}"))?;
-        let mut io = session.io;
-        let mut msg = BytesMut::new();
-        crate::wire::parse_describe_sync(&mut msg, sql);
-        io.write_all(&msg).await.map_err(|e| e.to_string())?;
-        let mut columns = None;
-        let mut error = None;
-        let result = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let tag = io.read_u8().await.map_err(|e| e.to_string())?;
-                let len = io.read_u32().await.map_err(|e| e.to_string())? as usize;
-                if !(4..=16 * 1024 * 1024).contains(&len) {
-                    return Err("describe: bad message length".to_string());
-                }
-                let mut body = vec![0u8; len - 4];
-                io.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-                match tag {
-                    b'T' => columns = crate::mask::row_description(&body),
-                    b'n' => columns = Some(Vec::new()),
-                    b'E' => error = Some(error_fields(&body).1.unwrap_or_default()),
-                    b'Z' => return Ok(()),
-                    _ => {}
-                }
-            }
-        })
-        .await;
-        let mut bye = BytesMut::new();
-        crate::wire::terminate(&mut bye);
-        let _ = io.write_all(&bye).await;
-        result.map_err(|_| "describe timed out".to_string())??;
-        match (error, columns) {
-            (Some(e), _) => Err(format!("describe failed: {e}")),
-            (None, Some(c)) => Ok(c),
-            (None, None) => Err("describe: no description".into()),
-        }
+        result.map_err(|_| "catalog lookup timed out".to_string())?
     }
 }
 

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
+
+use crate::wire::{begin, finish, message};
 use sluice_core::detect::Kind;
 use sluice_core::mask::Masked;
 use sluice_core::masking::{ColumnRule, MaskCounts, Masking};
@@ -481,8 +483,7 @@ pub fn data_row(
         return Ok(None);
     }
     let mut out = BytesMut::with_capacity(body.len() + 64);
-    out.put_u8(b'D');
-    out.put_u32(0);
+    let at = begin(&mut out, b'D');
     let mut from = 0;
     for (start, end, o) in values {
         out.extend_from_slice(&body[from..start]);
@@ -497,8 +498,7 @@ pub fn data_row(
         from = end;
     }
     out.extend_from_slice(&body[from..]);
-    let len = (out.len() - 1) as u32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
+    finish(&mut out, at);
     Ok(Some(out))
 }
 
@@ -535,16 +535,14 @@ pub fn error_or_notice(
         return None;
     }
     let mut out = BytesMut::new();
-    out.put_u8(tag);
-    out.put_u32(0);
+    let at = begin(&mut out, tag);
     for (f, v) in fields {
         out.put_u8(f);
         out.extend_from_slice(&v);
         out.put_u8(0);
     }
     out.put_u8(0);
-    let len = (out.len() - 1) as u32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
+    finish(&mut out, at);
     Some(out)
 }
 
@@ -588,14 +586,12 @@ pub fn parameter_status(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Op
     let (masked, kinds) = m.masker.mask_text(value)?;
     kinds.iter().for_each(|k| counts.add(k));
     let mut out = BytesMut::new();
-    out.put_u8(b'S');
-    out.put_u32(0);
+    let at = begin(&mut out, b'S');
     for s in [name, masked.as_str()] {
         out.extend_from_slice(s.as_bytes());
         out.put_u8(0);
     }
-    let len = (out.len() - 1) as u32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
+    finish(&mut out, at);
     Some(out)
 }
 
@@ -618,15 +614,13 @@ pub fn notification(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option
         return None;
     }
     let mut out = BytesMut::new();
-    out.put_u8(b'A');
-    out.put_u32(0);
+    let at = begin(&mut out, b'A');
     out.extend_from_slice(pid);
     for s in [channel, payload] {
         out.extend_from_slice(s.as_bytes());
         out.put_u8(0);
     }
-    let len = (out.len() - 1) as u32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
+    finish(&mut out, at);
     Some(out)
 }
 
@@ -789,22 +783,20 @@ fn statistics_view(name: &str) -> bool {
 }
 
 /// Masks a FunctionCallResponse's value (of a type not known here): NULL
-/// when it holds anything a detector finds.
+/// when it holds anything a detector finds, and always when column rules
+/// exist (a fast-path call has no lineage to judge it by).
 pub fn function_result(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<BytesMut> {
     let len = i32::from_be_bytes(body.get(..4)?.try_into().ok()?);
     if len < 0 {
         return None;
     }
-    match null_if_found(m, body.get(4..)?, counts) {
-        Outcome::Null => {
-            let mut out = BytesMut::new();
-            out.put_u8(b'V');
-            out.put_u32(8);
-            out.put_i32(-1);
-            Some(out)
-        }
-        _ => None,
-    }
+    let withheld = if m.has_rules() {
+        counts.add_label("withheld");
+        true
+    } else {
+        matches!(null_if_found(m, body.get(4..)?, counts), Outcome::Null)
+    };
+    withheld.then(|| message(b'V', &(-1i32).to_be_bytes()))
 }
 
 /// Masks what detectors find inside hex-encoded bytea (`\x` and an even
@@ -860,11 +852,7 @@ pub fn copy_text(m: &Masking, body: &[u8], counts: &mut MaskCounts) -> Option<By
             b"\\N\n".to_vec()
         }
     };
-    let mut out = BytesMut::with_capacity(masked.len() + 5);
-    out.put_u8(b'd');
-    out.put_u32((masked.len() + 4) as u32);
-    out.extend_from_slice(&masked);
-    Some(out)
+    Some(message(b'd', &masked))
 }
 
 /// The signature that starts a binary COPY stream.
@@ -947,11 +935,7 @@ pub fn copy_binary(
     if !changed {
         return Ok(None);
     }
-    let mut msg = BytesMut::with_capacity(out.len() + 5);
-    msg.put_u8(b'd');
-    msg.put_u32((out.len() + 4) as u32);
-    msg.extend_from_slice(&out);
-    Ok(Some(msg))
+    Ok(Some(message(b'd', &out)))
 }
 
 #[cfg(test)]

@@ -105,6 +105,11 @@ impl Shared {
         self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What decoding the results of the command being answered needs.
+    fn answered_result(&self) -> Option<ResultRows> {
+        self.lock().queue.front()?.result.clone()
+    }
+
     /// Wakes the client half waiting for answers to its changes.
     fn answered(&self) {
         self.0 .1.notify_one();
@@ -1504,12 +1509,11 @@ async fn result_plans(
         let Some(cols) = on_description(tag, shared, Some(body))? else {
             return Ok(None);
         };
-        let sh = shared.lock();
-        let lineage = sh
-            .queue
-            .front()
-            .and_then(|p| p.result.as_ref()?.classified.clone());
-        (Some(cols), None, lineage)
+        (
+            Some(cols),
+            None,
+            shared.answered_result().and_then(|r| r.classified),
+        )
     } else {
         let sh = shared.lock();
         match sh.queue.front() {
@@ -1596,10 +1600,7 @@ async fn views_read(
 /// The column types of the `COPY ... TO STDOUT` being answered, from a
 /// Describe of its query on the gateway's own session.
 async fn copy_types(shared: &Shared, catalog: Option<&Catalog>) -> Option<Vec<u32>> {
-    let text = {
-        let sh = shared.lock();
-        sh.queue.front()?.result.as_ref()?.text.clone()?
-    };
+    let text = shared.answered_result()?.text?;
     let sql = crate::classify::copy_out_query(&text)?;
     match catalog?.describe(&sql).await {
         Ok(cols) => Some(cols.iter().map(|c| c.type_oid).collect()),
@@ -1612,20 +1613,25 @@ async fn copy_types(shared: &Shared, catalog: Option<&Catalog>) -> Option<Vec<u3
 
 /// Whether a `COPY ... TO STDOUT` may return a column under a rule.
 async fn copy_under_rules(shared: &Shared, m: &Masking, catalog: Option<&Catalog>) -> bool {
+    let lineage = shared.answered_result().and_then(|r| r.classified);
+    match lineage {
+        Some(c) => derives_from_rules(m, catalog, c.lineage.clone()).await,
+        None => m.has_rules(),
+    }
+}
+
+/// Whether a statement's outputs may derive from a column under a rule,
+/// views it reads looked up.
+async fn derives_from_rules(
+    m: &Masking,
+    catalog: Option<&Catalog>,
+    lineage: crate::classify::Lineage,
+) -> bool {
     if !m.has_rules() {
         return false;
     }
-    let lineage = {
-        let sh = shared.lock();
-        sh.queue
-            .front()
-            .and_then(|p| p.result.as_ref()?.classified.clone())
-    };
-    let Some(c) = lineage else {
-        return true;
-    };
-    let views = views_read(m, catalog, Some(&c.lineage)).await;
-    crate::mask::may_derive_from_rules(m, &c.lineage, &views).is_some()
+    let views = views_read(m, catalog, Some(&lineage)).await;
+    crate::mask::may_derive_from_rules(m, &lineage, &views).is_some()
 }
 
 /// Masks one message that can carry data to the client (rows, copy data,
@@ -1693,13 +1699,6 @@ fn on_result_message(
             &mut counts,
         )),
         b'N' => crate::mask::error_or_notice(m, b'N', body, &mut counts),
-        // A fast-path call's result has no lineage to judge it by.
-        b'V' if m.has_rules() => {
-            counts.add_label("withheld");
-            let mut v = BytesMut::new();
-            v.extend_from_slice(&[b'V', 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff]);
-            Some(v)
-        }
         b'V' => crate::mask::function_result(m, body, &mut counts),
         _ => None,
     };
@@ -1718,22 +1717,12 @@ fn on_result_message(
 /// its errors and notices (which no detector would recognise). EXPLAIN is
 /// not exempt here: EXPLAIN ANALYZE runs the statement, errors and all.
 async fn withhold_texts(shared: &Shared, m: &Masking, catalog: Option<&Catalog>) -> bool {
-    if !m.has_rules() {
-        return false;
-    }
-    let front = {
-        let sh = shared.lock();
-        sh.queue
-            .front()
-            .and_then(|p| p.result.as_ref()?.classified.clone())
-    };
-    let Some(c) = front else {
+    let Some(c) = shared.answered_result().and_then(|r| r.classified) else {
         return false;
     };
     let mut lineage = c.lineage.clone();
     lineage.explain_only = false;
-    let views = views_read(m, catalog, Some(&lineage)).await;
-    crate::mask::may_derive_from_rules(m, &lineage, &views).is_some()
+    derives_from_rules(m, catalog, lineage).await
 }
 
 /// Server messages whose values are masked when the session's are.

@@ -101,14 +101,16 @@ pub fn cstr(b: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 /// Starts a message with its tag and a length placeholder; returns the length's offset.
-fn begin(buf: &mut BytesMut, tag: u8) -> usize {
+/// Starts a message: its tag and a length filled in by [`finish`].
+pub(crate) fn begin(buf: &mut BytesMut, tag: u8) -> usize {
     buf.put_u8(tag);
     let at = buf.len();
     buf.put_i32(0);
     at
 }
 
-fn finish(buf: &mut BytesMut, at: usize) {
+/// Fills in the length of the message [`begin`] started.
+pub(crate) fn finish(buf: &mut BytesMut, at: usize) {
     let len = (buf.len() - at) as i32;
     buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
@@ -214,6 +216,15 @@ pub fn without_text(tag: u8, body: &[u8], from: &str) -> BytesMut {
         b = &rest[end + 1..];
     }
     buf.put_u8(0);
+    finish(&mut buf, at);
+    buf
+}
+
+/// A message with a tag and a body.
+pub fn message(tag: u8, body: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(body.len() + 5);
+    let at = begin(&mut buf, tag);
+    buf.put_slice(body);
     finish(&mut buf, at);
     buf
 }
