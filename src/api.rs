@@ -1,5 +1,6 @@
 //! The gateway's HTTP API: the one way in for every client command.
-//! Every route requires the admin credential as a bearer token.
+//! Every route here requires the admin credential as a bearer token; the
+//! review routes (`api_reviews`) take any caller's credential.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use sluice_core::{Core, CoreError, IssueRequest, StoreError};
 use sluice_pg::tools::MaskTools;
 
 /// An API error, rendered as `{"error": "..."}` with a status.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -45,7 +46,8 @@ impl From<CoreError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+/// A handler's result.
+pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Builds the router.
 pub fn router(core: Arc<Core>, tools: Arc<MaskTools>) -> Router {
@@ -61,6 +63,7 @@ pub fn router(core: Arc<Core>, tools: Arc<MaskTools>) -> Router {
         .route("/v1/policy/reload", post(reload_policy))
         .layer(Extension(tools))
         .layer(middleware::from_fn_with_state(core.clone(), require_admin))
+        .merge(crate::api_reviews::router(core.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(core)
 }

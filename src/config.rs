@@ -10,6 +10,7 @@ use serde::Deserialize;
 use sluice_core::detect::{Checksum, CustomDetector, Detectors, Kind};
 use sluice_core::mask::{Masker, Style};
 use sluice_core::masking::{ColumnRule, Masking};
+use sluice_core::review::{ApprovalRule, ReviewKind, ReviewMode, ReviewSettings};
 use sluice_core::{Class, Connection, PolicyConfig, PolicySource, Secret, TargetTls};
 
 /// The whole file.
@@ -26,6 +27,8 @@ pub struct Config {
     pub policy: PolicySection,
     #[serde(default)]
     pub masking: MaskingSection,
+    #[serde(default)]
+    pub reviews: ReviewsSection,
     /// Where the file was read from; relative paths resolve against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -81,6 +84,98 @@ impl Default for GatewaySection {
             max_token_ttl: default_max_ttl(),
         }
     }
+}
+
+/// `[reviews]`: who approves what, how long reviews live, where they are announced.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewsSection {
+    /// How long a review may stay pending (a held statement waits as long).
+    #[serde(default = "default_pending_ttl", with = "humantime_serde_compat")]
+    pub pending_ttl: Duration,
+    /// How long an approved deferred statement may wait to be run again.
+    #[serde(default = "default_pending_ttl", with = "humantime_serde_compat")]
+    pub approval_ttl: Duration,
+    /// `auto` (hold for people, defer for agents), `hold` or `defer`.
+    #[serde(default)]
+    pub mode: ReviewMode,
+    /// Approval rules; the first that covers a review decides it.
+    #[serde(default)]
+    pub rules: Vec<RuleSection>,
+    /// Where review events are sent.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSection>,
+}
+
+fn default_pending_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl Default for ReviewsSection {
+    fn default() -> Self {
+        ReviewsSection {
+            pending_ttl: default_pending_ttl(),
+            approval_ttl: default_pending_ttl(),
+            mode: ReviewMode::Auto,
+            rules: vec![],
+            webhooks: vec![],
+        }
+    }
+}
+
+/// `[[reviews.rules]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    pub name: String,
+    /// Connection-name globs; all when empty.
+    #[serde(default)]
+    pub connections: Vec<String>,
+    /// `command`, `access`; both when empty.
+    #[serde(default)]
+    pub kinds: Vec<ReviewKind>,
+    /// Groups (from `[policy.groups]`) whose members decide.
+    pub approvers: Vec<String>,
+    #[serde(default = "one")]
+    pub approvals: u32,
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    #[serde(default = "yes")]
+    pub deny_wins: bool,
+    #[serde(default = "yes")]
+    pub require_reason: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+/// `[[reviews.webhooks]]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// Where events are posted.
+    pub url: String,
+    /// `json` (signed event) or `chat` (a chat incoming-webhook message).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// The HMAC key, from an environment variable or a file.
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// Where approvers act, for links in messages (the API's public URL).
+    pub link_base: Option<String>,
+}
+
+/// How a webhook's body is shaped.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Chat,
 }
 
 /// `[policy]`
@@ -197,6 +292,8 @@ pub struct ConnectionSection {
     /// Evaluate and record policy without enforcing it.
     #[serde(default)]
     pub shadow: bool,
+    /// How statements wait for review here (`auto`, `hold`, `defer`).
+    pub review_mode: Option<ReviewMode>,
 }
 
 /// TLS toward the target.
@@ -352,6 +449,7 @@ impl Config {
                     allow_cleartext_password: c.allow_cleartext_password,
                     tags: c.tags.clone(),
                     shadow: c.shadow,
+                    review_mode: c.review_mode,
                 })
             })
             .collect()
@@ -359,6 +457,75 @@ impl Config {
 }
 
 impl Config {
+    /// The review rules and lifetimes, checked against the groups.
+    pub fn review_settings(&self) -> Result<ReviewSettings> {
+        let mut rules = Vec::new();
+        for (i, r) in self.reviews.rules.iter().enumerate() {
+            let at = format!("{}: reviews.rules[{i}] ({:?})", self.source, r.name);
+            if r.approvers.is_empty() {
+                bail!("{at}: approvers: name at least one group");
+            }
+            for g in &r.approvers {
+                if !self.policy.groups.contains_key(g) {
+                    bail!("{at}: approvers: no group {g:?} in [policy.groups]");
+                }
+            }
+            if r.approvals == 0 {
+                bail!("{at}: approvals must be at least 1");
+            }
+            rules.push(ApprovalRule {
+                name: r.name.clone(),
+                connections: r.connections.clone(),
+                kinds: r.kinds.clone(),
+                approvers: r.approvers.clone(),
+                approvals: r.approvals,
+                allow_self_approval: r.allow_self_approval,
+                deny_wins: r.deny_wins,
+                require_reason: r.require_reason,
+            });
+        }
+        Ok(ReviewSettings {
+            rules,
+            pending_ttl: self.reviews.pending_ttl,
+            approval_ttl: self.reviews.approval_ttl,
+            mode: self.reviews.mode,
+        })
+    }
+
+    /// The webhooks with their signing keys read.
+    pub fn webhooks(&self) -> Result<Vec<(WebhookSection, Secret)>> {
+        self.reviews
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let at = format!("{}: reviews.webhooks[{i}]", self.source);
+                if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                    bail!("{at}: url must be http:// or https://");
+                }
+                let secret = match (&w.secret_env, &w.secret_file) {
+                    (Some(var), None) => std::env::var(var).map_err(|_| {
+                        anyhow!("{at}: secret_env: environment variable {var} is not set")
+                    })?,
+                    (None, Some(file)) => {
+                        let path = self.resolve(file);
+                        std::fs::read_to_string(&path)
+                            .map_err(|e| {
+                                anyhow!("{at}: secret_file: cannot read {}: {e}", path.display())
+                            })?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string()
+                    }
+                    _ => bail!("{at}: set secret_env or secret_file: receivers verify the signature with it"),
+                };
+                if secret.len() < 16 {
+                    bail!("{at}: the secret must be at least 16 characters");
+                }
+                Ok((w.clone(), Secret::new(secret)))
+            })
+            .collect()
+    }
+
     /// Where policies come from and the groups they use.
     pub fn policy_config(&self) -> PolicyConfig {
         PolicyConfig {

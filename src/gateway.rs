@@ -48,9 +48,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         cfg.gateway.max_token_ttl,
         cfg.policy_config(),
         cfg.masking(masking_key(&cfg, &data_dir)?)?,
+        cfg.review_settings()?,
     )
     .map_err(|e| anyhow::anyhow!("{}: invalid policy: {e}", cfg.source))?;
     core.spawn_revocation_watch(Duration::from_secs(1));
+    core.spawn_review_tasks(Duration::from_secs(5));
+    crate::webhooks::spawn(&core, cfg.webhooks()?);
     ensure_admin_credential(&core, &data_dir).await?;
 
     let server_tls = sluice_pg::tls::server_config(

@@ -1,10 +1,13 @@
 //! `sluice`: the gateway and its command-line client.
 
 mod api;
+mod api_reviews;
 mod client;
 mod config;
 mod gateway;
 mod policy_cli;
+mod reviews_cli;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -49,6 +52,11 @@ enum Cmd {
     /// Verify masking: what a masked principal receives, and what is not covered.
     #[command(subcommand)]
     Mask(MaskCmd),
+    /// Decide, inspect and wait for reviews (commands and access requests).
+    #[command(subcommand)]
+    Reviews(reviews_cli::ReviewsCmd),
+    /// Ask for time-boxed access to a connection, or wait for a request's token.
+    Request(reviews_cli::RequestArgs),
 }
 
 #[derive(Subcommand)]
@@ -110,10 +118,10 @@ enum PolicyCmd {
 }
 
 #[derive(Args)]
-struct JsonFlag {
+pub(crate) struct JsonFlag {
     /// Machine-readable output.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
@@ -127,8 +135,15 @@ enum TokenCmd {
         #[arg(long)]
         actor: Option<String>,
         /// Connection the token opens (repeat for several).
-        #[arg(long = "connection", required = true)]
+        #[arg(long = "connection", required_unless_present = "api")]
         connections: Vec<String>,
+        /// Issue an API credential for the principal (to approve reviews and
+        /// request access) instead of a connection token.
+        #[arg(long, conflicts_with = "connections")]
+        api: bool,
+        /// A narrower role: read-only, or a name policies read as context.role.
+        #[arg(long)]
+        role: Option<String>,
         /// Lifetime, such as 10m or 1h.
         #[arg(long, default_value = "15m")]
         ttl: humantime::Duration,
@@ -202,6 +217,8 @@ enum ConnectionsCmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for every TLS client and server in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
@@ -278,6 +295,8 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
         }
         Cmd::Token(t) => token(&api, t).await?,
+        Cmd::Reviews(r) => return reviews_cli::reviews(&api, r).await,
+        Cmd::Request(r) => return reviews_cli::request(&api, r).await,
         Cmd::Mask(m) => mask(&api, m).await?,
         Cmd::Sessions(s) => sessions(&api, s).await?,
         Cmd::Connections(ConnectionsCmd::List { out }) => {
@@ -325,6 +344,8 @@ async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
             principal,
             actor,
             connections,
+            api: api_credential,
+            role,
             ttl,
             uses,
             out,
@@ -336,7 +357,8 @@ async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
             let resp = api
                 .post(
                     "/v1/tokens",
-                    &json!({"principal": principal, "actor": actor, "connections": connections, "ttl_secs": ttl_secs, "uses": uses}),
+                    &json!({"principal": principal, "actor": actor, "connections": connections, "ttl_secs": ttl_secs,
+                            "uses": uses, "role": role, "api": api_credential}),
                 )
                 .await?;
             if out.json {
@@ -585,7 +607,7 @@ fn outcome_text(o: &Value) -> String {
     l
 }
 
-fn s(v: &Value, key: &str) -> String {
+pub(crate) fn s(v: &Value, key: &str) -> String {
     match &v[key] {
         Value::Null => "-".into(),
         Value::String(x) => x.clone(),
@@ -593,13 +615,13 @@ fn s(v: &Value, key: &str) -> String {
     }
 }
 
-fn rows(list: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+pub(crate) fn rows(list: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
     list.as_array()
         .map(|a| a.iter().map(f).collect())
         .unwrap_or_default()
 }
 
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {

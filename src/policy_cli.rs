@@ -45,6 +45,7 @@ impl LocalPolicy {
                     allow_cleartext_password: false,
                     tags: c.tags.clone(),
                     shadow: c.shadow,
+                    review_mode: c.review_mode,
                 };
                 (c.name.clone(), conn)
             })

@@ -44,6 +44,8 @@ pub struct Connection {
     pub tags: BTreeMap<String, String>,
     /// Evaluate and record policy decisions without enforcing them.
     pub shadow: bool,
+    /// How commands wait for review here; the gateway's default when unset.
+    pub review_mode: Option<crate::review::ReviewMode>,
 }
 
 impl Connection {

@@ -13,6 +13,8 @@ use tokio::sync::broadcast;
 use crate::audit::EventDraft;
 use crate::journal::Journal;
 use crate::masking::Masking;
+use crate::review::ReviewSettings;
+use crate::reviews::ReviewNotice;
 use crate::policy::{Decision, Effect, PolicyEngine, PolicySource, Principal, SessionDecider};
 use crate::store::{SessionRecord, StoreError, TokenRecord};
 use crate::time::now_ms;
@@ -82,6 +84,8 @@ pub struct Grant {
     pub connection: Arc<Connection>,
     /// Unix ms.
     pub expires_at: i64,
+    /// The token's role on the connection, if narrowed.
+    pub role: Option<String>,
 }
 
 /// A request to issue an access token.
@@ -99,19 +103,32 @@ pub struct IssueRequest {
     /// Connection count limit.
     #[serde(default)]
     pub uses: Option<i64>,
+    /// A narrower role (`read-only`, or a name policies read as `context.role`).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// An API credential for the principal (reviews, access requests)
+    /// instead of a connection token.
+    #[serde(default)]
+    pub api: bool,
 }
+
+/// The role every adapter enforces itself: reads only, whatever policy allows.
+pub const READ_ONLY_ROLE: &str = "read-only";
 
 /// The gateway core shared by all listeners.
 pub struct Core {
-    store: Store,
+    pub(crate) store: Store,
     journal: Arc<Journal>,
-    connections: BTreeMap<String, Arc<Connection>>,
+    pub(crate) connections: BTreeMap<String, Arc<Connection>>,
     revocations: broadcast::Sender<String>,
-    max_ttl: Duration,
+    pub(crate) max_ttl: Duration,
     policy: RwLock<Arc<PolicyEngine>>,
     policy_source: PolicySource,
-    groups: BTreeMap<String, Vec<String>>,
+    pub(crate) groups: BTreeMap<String, Vec<String>>,
     masking: Arc<Masking>,
+    pub(crate) reviews: ReviewSettings,
+    pub(crate) review_changes: broadcast::Sender<String>,
+    pub(crate) review_notices: broadcast::Sender<ReviewNotice>,
 }
 
 /// Where the core's policies come from, and the groups they refer to.
@@ -133,9 +150,12 @@ impl Core {
         max_ttl: Duration,
         policy: PolicyConfig,
         masking: Masking,
+        reviews: ReviewSettings,
     ) -> Result<Arc<Core>, String> {
         let engine = PolicyEngine::load(&policy.source, &policy.groups)?;
         let (revocations, _) = broadcast::channel(1024);
+        let (review_changes, _) = broadcast::channel(1024);
+        let (review_notices, _) = broadcast::channel(1024);
         Ok(Arc::new(Core {
             store,
             journal,
@@ -149,6 +169,9 @@ impl Core {
             policy_source: policy.source,
             groups: policy.groups,
             masking: Arc::new(masking),
+            reviews,
+            review_changes,
+            review_notices,
         }))
     }
 
@@ -221,8 +244,13 @@ impl Core {
         if req.principal.trim().is_empty() {
             return Err(CoreError::Invalid("principal must not be empty".into()));
         }
-        if req.connections.is_empty() {
+        if req.connections.is_empty() && !req.api {
             return Err(CoreError::Invalid("name at least one connection".into()));
+        }
+        if req.api && !req.connections.is_empty() {
+            return Err(CoreError::Invalid(
+                "an API credential opens no connection: drop the connections".into(),
+            ));
         }
         for c in &req.connections {
             if !self.connections.contains_key(c) {
@@ -247,7 +275,7 @@ impl Core {
         let rec = TokenRecord {
             id: token::new_id("tok_"),
             hash: token::hash(&value),
-            kind: "access".into(),
+            kind: if req.api { "user" } else { "access" }.into(),
             principal: req.principal.clone(),
             actor: req.actor.clone(),
             connections: req.connections.clone(),
@@ -256,12 +284,13 @@ impl Core {
             uses_left: req.uses,
             revoked_at: None,
             created_by: Some(issued_by.to_string()),
+            role: req.role.clone(),
         };
         self.store.insert_token(rec.clone()).await?;
         let mut ev = EventDraft::new(
             "token.issued",
             json!({"token_id": rec.id, "connections": rec.connections, "expires_at": rec.expires_at,
-                   "uses": rec.uses_left, "issued_by": issued_by}),
+                   "uses": rec.uses_left, "role": rec.role, "issued_by": issued_by}),
         );
         ev.principal = Some(rec.principal.clone());
         ev.actor = rec.actor.clone();
@@ -284,6 +313,7 @@ impl Core {
             uses_left: None,
             revoked_at: None,
             created_by: None,
+            role: None,
         };
         self.store.insert_token(rec.clone()).await?;
         let mut ev = EventDraft::new("admin.credential.created", json!({"token_id": rec.id}));
@@ -302,6 +332,26 @@ impl Core {
             .token_by_hash(&token::hash(presented))
             .await?
             .filter(|t| t.kind == "admin" && t.revoked_at.is_none()))
+    }
+
+    /// Who a presented API credential is: the admin credential, a
+    /// principal's API credential, or a valid connection token (which may
+    /// only see and wait for its own reviews).
+    pub async fn check_caller(&self, presented: &str) -> Result<Option<TokenRecord>, StoreError> {
+        if !token::looks_like_token(presented) {
+            return Ok(None);
+        }
+        let now = now_ms();
+        Ok(self
+            .store
+            .token_by_hash(&token::hash(presented))
+            .await?
+            .filter(|t| {
+                t.revoked_at.is_none()
+                    && (t.kind == "admin"
+                        || (matches!(t.kind.as_str(), "user" | "access")
+                            && t.expires_at.is_some_and(|e| e > now)))
+            }))
     }
 
     /// Revokes a token; open sessions that depend on it are closed.
@@ -388,6 +438,7 @@ impl Core {
             actor: t.actor,
             connection: conn.clone(),
             expires_at,
+            role: t.role,
         })
     }
 
@@ -403,7 +454,9 @@ impl Core {
             name: grant.principal.clone(),
             actor: grant.actor.clone(),
         };
-        let entities = engine.entities(&who, &grant.connection);
+        let entities = engine
+            .entities(&who, &grant.connection)
+            .with_role(grant.role.clone());
         let connect = engine.decide_connect(&entities, now_ms());
         if connect.effect != Effect::Allow {
             let mut ev = EventDraft::new(
@@ -441,6 +494,7 @@ impl Core {
             connection: rec.connection,
             token_id: grant.token_id.clone(),
             expires_at: grant.expires_at,
+            role: grant.role.clone(),
             commands: AtomicU64::new(0),
             connection_config: grant.connection.clone(),
             policy: Mutex::new(SessionDecider::new(engine, entities)),
@@ -506,6 +560,8 @@ pub struct SessionHandle {
     pub connection: String,
     token_id: String,
     expires_at: i64,
+    /// The token's role, if narrowed.
+    pub role: Option<String>,
     commands: AtomicU64,
     connection_config: Arc<Connection>,
     policy: Mutex<SessionDecider>,
@@ -573,10 +629,57 @@ impl SessionHandle {
                 name: self.principal.clone(),
                 actor: self.actor.clone(),
             };
-            let entities = current.entities(&who, &self.connection_config);
+            let entities = current
+                .entities(&who, &self.connection_config)
+                .with_role(self.role.clone());
             *decider = SessionDecider::new(current, entities);
         }
-        decider.decide(c, now_ms())
+        let decision = decider.decide(c, now_ms());
+        if self.role.as_deref() == Some(READ_ONLY_ROLE)
+            && decision.effect != Effect::Block
+            && c.effects
+                .iter()
+                .any(|e| !matches!(e, crate::Class::Read | crate::Class::Session))
+        {
+            return Arc::new(Decision {
+                effect: Effect::Block,
+                action: c.class().as_str().to_string(),
+                policies: vec![],
+                reason: format!(
+                    "this session's token is {READ_ONLY_ROLE}, and this statement is {}",
+                    c.class()
+                ),
+                shadow: None,
+            });
+        }
+        decision
+    }
+
+    /// Whether policy approves a reviewed command without a human.
+    pub fn decide_approval(
+        &self,
+        c: &Classification,
+        approval: &crate::policy::ApprovalContext,
+    ) -> Decision {
+        let engine = self.core.policy();
+        let who = Principal {
+            name: self.principal.clone(),
+            actor: self.actor.clone(),
+        };
+        let entities = engine
+            .entities(&who, &self.connection_config)
+            .with_role(self.role.clone());
+        engine.decide_approve(&entities, c.class().as_str(), c, approval, now_ms())
+    }
+
+    /// The core this session belongs to.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The connection's configuration.
+    pub fn connection_config(&self) -> &Arc<Connection> {
+        &self.connection_config
     }
 
     /// Records commands durably; call before forwarding them. Returns each

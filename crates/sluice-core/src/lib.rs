@@ -10,14 +10,17 @@ pub mod detect;
 pub mod journal;
 pub mod mask;
 pub mod masking;
+pub mod notify;
 pub mod policy;
+pub mod review;
+pub mod reviews;
 pub mod secret;
 pub mod store;
 pub mod time;
 pub mod token;
 
 pub use crate::core::{
-    AuthError, Core, CoreError, Grant, IssueRequest, OpenError, PolicyConfig, SessionHandle,
+    READ_ONLY_ROLE, AuthError, Core, CoreError, Grant, IssueRequest, OpenError, PolicyConfig, SessionHandle,
     TokenWatch,
 };
 pub use command::{Class, Classification, Command, CommandOutcome, Flags};

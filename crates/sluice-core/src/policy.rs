@@ -292,6 +292,7 @@ impl PolicyEngine {
             shadow_connection: conn.shadow,
             entities: Entities::from_entities(entities, None)
                 .expect("one principal and one connection are not duplicates"),
+            role: None,
         }
     }
 
@@ -331,7 +332,7 @@ impl PolicyEngine {
     pub fn decide_connect(&self, ent: &PolicyEntities, now_ms: i64) -> Decision {
         let mut nothing = Classification::default();
         nothing.flags.statements = 0;
-        let ctx = command_context(&ent.protocol, "connect", &nothing, now_ms);
+        let ctx = command_context(ent, "connect", &nothing, now_ms);
         self.decide_actions(ent, &["connect"], || ctx.clone())
     }
 
@@ -341,8 +342,57 @@ impl PolicyEngine {
     pub fn decide_unmask(&self, ent: &PolicyEntities, now_ms: i64) -> Decision {
         let mut nothing = Classification::default();
         nothing.flags.statements = 0;
-        let ctx = command_context(&ent.protocol, "unmask", &nothing, now_ms);
-        let mut d = self.evaluate(&self.enforced, ent, "unmask", ctx);
+        let ctx = command_context(ent, "unmask", &nothing, now_ms);
+        self.decide_named(
+            ent,
+            "unmask",
+            ctx,
+            "no policy grants \"unmask\" by name, so values are masked",
+        )
+    }
+
+    /// Decides whether a review is approved by policy instead of a human.
+    /// As for `unmask`, only a permit naming the `approve` action counts.
+    pub fn decide_approve(
+        &self,
+        ent: &PolicyEntities,
+        class: &str,
+        c: &Classification,
+        approval: &ApprovalContext,
+        now_ms: i64,
+    ) -> Decision {
+        let mut ctx = command_context(ent, class, c, now_ms);
+        ctx.push((
+            "review".into(),
+            RestrictedExpression::new_string(approval.review.clone()),
+        ));
+        if let Some(n) = approval.estimated_rows {
+            ctx.push(("estimated_rows".into(), RestrictedExpression::new_long(n)));
+        }
+        if let Some(s) = approval.duration_secs {
+            ctx.push((
+                "duration_secs".into(),
+                RestrictedExpression::new_long(s.min(i64::MAX as u64) as i64),
+            ));
+        }
+        self.decide_named(
+            ent,
+            "approve",
+            ctx,
+            "no policy approves this by name, so a human decides",
+        )
+    }
+
+    /// Evaluates an action that only a permit naming it can allow: a
+    /// catch-all permit written for commands must not grant it.
+    fn decide_named(
+        &self,
+        ent: &PolicyEntities,
+        action: &str,
+        ctx: Vec<(String, RestrictedExpression)>,
+        otherwise: &str,
+    ) -> Decision {
+        let mut d = self.evaluate(&self.enforced, ent, action, ctx);
         if d.effect == Effect::Allow {
             let named: Vec<String> = d
                 .policies
@@ -356,7 +406,7 @@ impl PolicyEngine {
                 .collect();
             if named.is_empty() {
                 d.effect = Effect::Block;
-                d.reason = "no policy grants \"unmask\" by name, so values are masked".into();
+                d.reason = otherwise.into();
                 d.policies.clear();
             } else {
                 d.reason = named
@@ -378,7 +428,7 @@ impl PolicyEngine {
     /// Decides a classified command: each effect is evaluated as an action
     /// and the strictest result wins.
     pub fn decide(&self, ent: &PolicyEntities, c: &Classification, now_ms: i64) -> Decision {
-        let pairs = command_context(&ent.protocol, c.class().as_str(), c, now_ms);
+        let pairs = command_context(ent, c.class().as_str(), c, now_ms);
         let actions: Vec<&str> = if c.effects.is_empty() {
             vec![Class::Read.as_str()]
         } else {
@@ -556,6 +606,31 @@ pub struct PolicyEntities {
     protocol: String,
     shadow_connection: bool,
     entities: Entities,
+    role: Option<String>,
+}
+
+impl PolicyEntities {
+    /// Adds the token's role, which policies read as `context.role`.
+    pub fn with_role(mut self, role: Option<String>) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// The role policies see.
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+}
+
+/// What an auto-approval is decided on, besides the command itself.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalContext {
+    /// `command` or `access`.
+    pub review: String,
+    /// The planner's estimate of rows changed, when known.
+    pub estimated_rows: Option<i64>,
+    /// For access requests: the window asked for.
+    pub duration_secs: Option<u64>,
 }
 
 /// UTC hour (0-23) and ISO weekday (1 = Monday).
@@ -583,12 +658,18 @@ fn time_context(protocol: &str, now_ms: i64) -> Vec<(String, RestrictedExpressio
 
 /// The context of every request: time, and what the classifier found.
 fn command_context(
-    protocol: &str,
+    ent: &PolicyEntities,
     class: &str,
     c: &Classification,
     now_ms: i64,
 ) -> Vec<(String, RestrictedExpression)> {
-    let mut pairs = time_context(protocol, now_ms);
+    let mut pairs = time_context(&ent.protocol, now_ms);
+    if let Some(role) = &ent.role {
+        pairs.push((
+            "role".to_string(),
+            RestrictedExpression::new_string(role.clone()),
+        ));
+    }
     pairs.extend([
         (
             "class".to_string(),

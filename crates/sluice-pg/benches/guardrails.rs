@@ -83,6 +83,7 @@ fn main() {
         allow_cleartext_password: false,
         tags: BTreeMap::from([("env".to_string(), "prod".to_string())]),
         shadow: false,
+        review_mode: None,
     };
     let who = Principal {
         name: "alice".into(),

@@ -8,6 +8,42 @@ mod tls;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{ChainVerifier, Event, EventDraft, VerifyReport};
+use crate::review::{ReviewRecord, ReviewState};
+
+/// A review as the store keeps it: the searched fields, and the rest as JSON.
+pub(crate) struct ReviewRow {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub principal: String,
+    pub connection: String,
+    pub statement_hash: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub version: i64,
+    pub body: String,
+}
+
+impl ReviewRow {
+    fn of(r: &ReviewRecord) -> Result<ReviewRow, StoreError> {
+        Ok(ReviewRow {
+            id: r.id.clone(),
+            kind: r.kind.as_str().into(),
+            state: r.state.as_str().into(),
+            principal: r.principal.clone(),
+            connection: r.connection.clone(),
+            statement_hash: r.statement_hash.clone(),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            version: r.version,
+            body: serde_json::to_string(r).map_err(|e| StoreError::Other(e.to_string()))?,
+        })
+    }
+
+    fn decode(body: &str) -> Result<ReviewRecord, StoreError> {
+        serde_json::from_str(body).map_err(|e| StoreError::Other(format!("stored review: {e}")))
+    }
+}
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +88,9 @@ pub struct TokenRecord {
     pub revoked_at: Option<i64>,
     /// Who issued it.
     pub created_by: Option<String>,
+    /// A narrower role on the connection (`read-only`, or a name policy reads).
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 /// One session through the gateway.
@@ -183,6 +222,64 @@ impl Store {
         dispatch!(self, s => s.revoked_since(since).await)
     }
 
+    /// Saves a new review.
+    pub async fn insert_review(&self, r: &ReviewRecord) -> Result<(), StoreError> {
+        let row = ReviewRow::of(r)?;
+        dispatch!(self, s => s.insert_review(row).await)
+    }
+
+    /// Saves a changed review if nobody changed it since `r.version - 1`
+    /// was read; false if somebody did (read it again and retry).
+    pub async fn update_review(&self, r: &ReviewRecord) -> Result<bool, StoreError> {
+        let row = ReviewRow::of(r)?;
+        dispatch!(self, s => s.update_review(row).await)
+    }
+
+    /// One review.
+    pub async fn review(&self, id: &str) -> Result<Option<ReviewRecord>, StoreError> {
+        let body = dispatch!(self, s => s.review_body(id.to_string()).await)?;
+        body.map(|b| ReviewRow::decode(&b)).transpose()
+    }
+
+    /// Reviews in a state, newest first.
+    pub async fn reviews_in_state(
+        &self,
+        state: ReviewState,
+        limit: i64,
+    ) -> Result<Vec<ReviewRecord>, StoreError> {
+        let sql = REVIEWS_IN_STATE;
+        let bodies = dispatch!(self, s => s.review_bodies(sql, vec![state.as_str().into()], Some(limit)).await)?;
+        bodies.iter().map(|b| ReviewRow::decode(b)).collect()
+    }
+
+    /// Open (pending or approved) reviews of one principal's statement.
+    pub async fn reviews_of_statement(
+        &self,
+        principal: &str,
+        connection: &str,
+        hash: &str,
+    ) -> Result<Vec<ReviewRecord>, StoreError> {
+        let args = vec![principal.into(), connection.into(), hash.into()];
+        let bodies =
+            dispatch!(self, s => s.review_bodies(REVIEWS_OF_STATEMENT, args.clone(), None).await)?;
+        bodies.iter().map(|b| ReviewRow::decode(b)).collect()
+    }
+
+    /// Open reviews whose time ran out by `now`.
+    pub async fn reviews_due(&self, now: i64) -> Result<Vec<ReviewRecord>, StoreError> {
+        let bodies = dispatch!(self, s => s.review_bodies(REVIEWS_DUE, vec![], Some(now)).await)?;
+        bodies.iter().map(|b| ReviewRow::decode(b)).collect()
+    }
+
+    /// Forwards the ids of reviews changed by any gateway sharing the
+    /// store; `"*"` after a reconnect, when some may have been missed.
+    /// Only the PostgreSQL store has other gateways to hear from.
+    pub fn listen_reviews(&self, tx: tokio::sync::broadcast::Sender<String>) {
+        if let Store::Postgres(s) = self {
+            s.listen_reviews(tx);
+        }
+    }
+
     /// Saves a new session record.
     pub async fn insert_session(&self, r: SessionRecord) -> Result<(), StoreError> {
         dispatch!(self, s => s.insert_session(r).await)
@@ -273,7 +370,7 @@ impl Store {
 pub(crate) const CHAIN_FIELDS: &str =
     "seq, ts, session_id, kind, principal, actor, connection, data, prev_hash, hash";
 pub(crate) const TOKEN_FIELDS: &str =
-    "id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by";
+    "id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role";
 pub(crate) const SESSION_FIELDS: &str =
     "id, token_id, principal, actor, connection, protocol, client_addr, started_at, ended_at, bytes_in, bytes_out, outcome";
 
@@ -343,6 +440,23 @@ CREATE TABLE journal_positions (
     segment BIGINT NOT NULL,
     pos BIGINT NOT NULL
 );
+"#,
+    r#"
+ALTER TABLE tokens ADD COLUMN role TEXT;
+CREATE TABLE reviews (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    statement_hash TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX reviews_state ON reviews (state, expires_at);
+CREATE INDEX reviews_statement ON reviews (principal, connection, statement_hash);
 "#,
 ];
 
@@ -423,7 +537,13 @@ pub(crate) fn chain_batch(mut seq: i64, mut prev: String, drafts: &[EventDraft])
 }
 
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, ts, session_id, kind, principal, actor, connection, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+pub(crate) const INSERT_REVIEW: &str = "INSERT INTO reviews (id, kind, state, principal, connection, statement_hash, created_at, expires_at, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(crate) const UPDATE_REVIEW: &str = "UPDATE reviews SET state = $3, expires_at = $4, version = $5, body = $6 WHERE id = $1 AND version = $2";
+pub(crate) const REVIEW_BY_ID: &str = "SELECT body FROM reviews WHERE id = $1";
+pub(crate) const REVIEWS_IN_STATE: &str = "SELECT body FROM reviews WHERE state = $1 ORDER BY created_at DESC LIMIT $2";
+pub(crate) const REVIEWS_OF_STATEMENT: &str = "SELECT body FROM reviews WHERE principal = $1 AND connection = $2 AND statement_hash = $3 AND state IN ('pending', 'approved') ORDER BY created_at";
+pub(crate) const REVIEWS_DUE: &str = "SELECT body FROM reviews WHERE state IN ('pending', 'approved') AND expires_at <= $1 LIMIT 500";
 pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_id, principal, actor, connection, protocol, client_addr, started_at, ended_at, bytes_in, bytes_out, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 pub(crate) const END_SESSION: &str =
     "UPDATE sessions SET ended_at = $2, bytes_in = $3, bytes_out = $4, outcome = $5 WHERE id = $1";

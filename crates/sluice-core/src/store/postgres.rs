@@ -85,6 +85,43 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The channel review changes are announced on.
+const REVIEW_CHANNEL: &str = "sluice_reviews";
+
+/// Listens on one connection until it fails, forwarding review ids.
+async fn listen_on<S, T>(
+    client: Client,
+    mut conn: tokio_postgres::Connection<S, T>,
+    tx: &tokio::sync::broadcast::Sender<String>,
+) -> Result<(), StoreError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let sql = format!("LISTEN {REVIEW_CHANNEL}");
+    let listen = client.batch_execute(&sql);
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            r = &mut listen, if !listening => {
+                r?;
+                listening = true;
+                // Changes made while we were not listening: look again.
+                let _ = tx.send("*".into());
+            }
+            m = std::future::poll_fn(|cx| conn.poll_message(cx)) => match m {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    let _ = tx.send(n.payload().to_string());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
 fn token_from_row(r: &Row) -> TokenRecord {
     TokenRecord {
         id: r.get(0),
@@ -98,6 +135,7 @@ fn token_from_row(r: &Row) -> TokenRecord {
         uses_left: r.get(8),
         revoked_at: r.get(9),
         created_by: r.get(10),
+        role: r.get(11),
     }
 }
 
@@ -257,6 +295,7 @@ impl PgStore {
                     &t.uses_left,
                     &t.revoked_at,
                     &t.created_by,
+                    &t.role,
                 ],
             )
             .await?;
@@ -297,6 +336,99 @@ impl PgStore {
 
     pub(super) async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
         self.rows(REVOKED_SINCE, &[&since], |r| r.get(0)).await
+    }
+
+    pub(super) async fn insert_review(&self, r: ReviewRow) -> Result<(), StoreError> {
+        // The notification goes out when the insert commits.
+        let sql = format!(
+            "WITH w AS ({INSERT_REVIEW} RETURNING id) SELECT pg_notify('{REVIEW_CHANNEL}', id) FROM w"
+        );
+        self.client()
+            .await?
+            .query(
+                &sql,
+                &[
+                    &r.id,
+                    &r.kind,
+                    &r.state,
+                    &r.principal,
+                    &r.connection,
+                    &r.statement_hash,
+                    &r.created_at,
+                    &r.expires_at,
+                    &r.version,
+                    &r.body,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn update_review(&self, r: ReviewRow) -> Result<bool, StoreError> {
+        let sql = format!(
+            "WITH w AS ({UPDATE_REVIEW} RETURNING id) SELECT pg_notify('{REVIEW_CHANNEL}', id) FROM w"
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &sql,
+                &[
+                    &r.id,
+                    &(r.version - 1),
+                    &r.state,
+                    &r.expires_at,
+                    &r.version,
+                    &r.body,
+                ],
+            )
+            .await?;
+        Ok(rows.len() == 1)
+    }
+
+    pub(super) async fn review_body(&self, id: String) -> Result<Option<String>, StoreError> {
+        self.row(REVIEW_BY_ID, &[&id], |r| r.get(0)).await
+    }
+
+    pub(super) async fn review_bodies(
+        &self,
+        sql: &'static str,
+        args: Vec<String>,
+        last: Option<i64>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut bound: Vec<&(dyn ToSql + Sync)> =
+            args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        if let Some(n) = &last {
+            bound.push(n);
+        }
+        self.rows(sql, &bound, |r| r.get(0)).await
+    }
+
+    /// Keeps a connection listening for review changes, reconnecting
+    /// with back-off; each reconnect is announced as `"*"`.
+    pub(super) fn listen_reviews(&self, tx: tokio::sync::broadcast::Sender<String>) {
+        let target = self.target.clone();
+        tokio::spawn(async move {
+            let mut pause = std::time::Duration::from_millis(500);
+            loop {
+                let result = match &target.tls {
+                    Some(tls) => match target.config.connect(tls.clone()).await {
+                        Ok((client, conn)) => listen_on(client, conn, &tx).await,
+                        Err(e) => Err(e.into()),
+                    },
+                    None => match target.config.connect(NoTls).await {
+                        Ok((client, conn)) => listen_on(client, conn, &tx).await,
+                        Err(e) => Err(e.into()),
+                    },
+                };
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "review notifications interrupted; reconnecting");
+                }
+                let _ = tx.send("*".into());
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+            }
+        });
     }
 
     pub(super) async fn insert_session(&self, r: SessionRecord) -> Result<(), StoreError> {

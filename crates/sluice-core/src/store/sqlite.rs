@@ -61,6 +61,7 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         uses_left: r.get(8)?,
         revoked_at: r.get(9)?,
         created_by: r.get(10)?,
+        role: r.get(11)?,
     })
 }
 
@@ -198,7 +199,8 @@ impl SqliteStore {
                     t.expires_at,
                     t.uses_left,
                     t.revoked_at,
-                    t.created_by
+                    t.created_by,
+                    t.role
                 ],
             )
             .map(|_| ())
@@ -254,6 +256,72 @@ impl SqliteStore {
         self.call(move |c| {
             let mut st = c.prepare_cached(&q(REVOKED_SINCE))?;
             let rows = st.query_map([since], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(super) async fn insert_review(&self, r: ReviewRow) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.prepare_cached(&q(INSERT_REVIEW))?
+                .execute(params![
+                    r.id,
+                    r.kind,
+                    r.state,
+                    r.principal,
+                    r.connection,
+                    r.statement_hash,
+                    r.created_at,
+                    r.expires_at,
+                    r.version,
+                    r.body
+                ])
+                .map(|_| ())
+        })
+        .await
+    }
+
+    pub(super) async fn update_review(&self, r: ReviewRow) -> Result<bool, StoreError> {
+        self.call(move |c| {
+            c.prepare_cached(&q(UPDATE_REVIEW))?
+                .execute(params![
+                    r.id,
+                    r.version - 1,
+                    r.state,
+                    r.expires_at,
+                    r.version,
+                    r.body
+                ])
+                .map(|n| n == 1)
+        })
+        .await
+    }
+
+    pub(super) async fn review_body(&self, id: String) -> Result<Option<String>, StoreError> {
+        self.call(move |c| {
+            c.prepare_cached(&q(REVIEW_BY_ID))?
+                .query_row([id], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    pub(super) async fn review_bodies(
+        &self,
+        sql: &'static str,
+        args: Vec<String>,
+        last: Option<i64>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.call(move |c| {
+            let mut bound: Vec<Box<dyn rusqlite::ToSql>> = args
+                .into_iter()
+                .map(|a| Box::new(a) as Box<dyn rusqlite::ToSql>)
+                .collect();
+            if let Some(n) = last {
+                bound.push(Box::new(n));
+            }
+            let mut st = c.prepare_cached(&q(sql))?;
+            let rows = st.query_map(rusqlite::params_from_iter(bound.iter()), |r| r.get(0))?;
             rows.collect()
         })
         .await

@@ -1,0 +1,113 @@
+//! Review notifications as receivers get them: a signed JSON event, or a
+//! chat incoming-webhook message. Delivery is the binary's job; the body
+//! and the signature are defined here once.
+
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::review::{ReviewKind, ReviewRecord};
+use crate::reviews::ReviewNotice;
+
+/// The header carrying `sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
+pub const SIGNATURE_HEADER: &str = "x-sluice-signature";
+/// The header carrying the Unix-seconds timestamp covered by the signature,
+/// so a receiver can refuse replays of old deliveries.
+pub const TIMESTAMP_HEADER: &str = "x-sluice-timestamp";
+/// The header naming the event (`review.created`, ...).
+pub const EVENT_HEADER: &str = "x-sluice-event";
+/// A unique id per delivery (the same on every retry), for de-duplication.
+pub const DELIVERY_HEADER: &str = "x-sluice-delivery";
+
+/// The signature of a body sent at `timestamp` (Unix seconds).
+pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The JSON event: what happened, who did it, and the review as it is now.
+pub fn json_body(n: &ReviewNotice) -> Vec<u8> {
+    serde_json::to_vec(&json!({"event": n.event, "by": n.by, "reason": n.reason, "review": n.review}))
+        .unwrap_or_default()
+}
+
+/// A chat message (`{"text": ...}`, the incoming-webhook shape Slack,
+/// Mattermost, Rocket.Chat and others accept) with the statement or grant,
+/// the requester, the reasons, and how to approve or deny.
+pub fn chat_body(n: &ReviewNotice, link_base: Option<&str>) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "text": chat_text(n, link_base) })).unwrap_or_default()
+}
+
+fn chat_text(n: &ReviewNotice, link_base: Option<&str>) -> String {
+    let r: &ReviewRecord = &n.review;
+    let what = match r.kind {
+        ReviewKind::Command => format!(
+            "{} wants to run on *{}*:\n```\n{}\n```",
+            r.requester(),
+            r.connection,
+            r.statement.as_deref().unwrap_or("")
+        ),
+        ReviewKind::Access => format!(
+            "{} asks for access to *{}*{} for {}",
+            r.requester(),
+            r.connection,
+            r.role
+                .as_deref()
+                .map(|role| format!(" as {role}"))
+                .unwrap_or_default(),
+            humantime::format_duration(std::time::Duration::from_secs(
+                r.duration_secs.unwrap_or(0)
+            ))
+        ),
+    };
+    let mut text = format!(
+        "*{}* `{}` ({}){}\n{what}",
+        n.event,
+        r.id,
+        r.state.as_str(),
+        n.by.as_deref()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default()
+    );
+    if let Some(reason) = &r.reason {
+        text.push_str(&format!("\nreason: {reason}"));
+    }
+    text.push_str(&format!("\npolicy: {}", r.policy_reason));
+    if let Some(i) = &r.impact {
+        text.push_str(&format!("\nimpact: {}", i.summary));
+    }
+    if let Some(reason) = n.reason.as_ref().filter(|_| n.event != "review.created") {
+        text.push_str(&format!("\nsaid: {reason}"));
+    }
+    if n.event == "review.created" {
+        text.push_str(&format!(
+            "\napprove: `sluice reviews approve {id}`  deny: `sluice reviews deny {id} --reason \"...\"`",
+            id = r.id
+        ));
+        if let Some(base) = link_base {
+            text.push_str(&format!(
+                "\n{}/v1/reviews/{}",
+                base.trim_end_matches('/'),
+                r.id
+            ));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_cover_time_and_body() {
+        let a = sign(b"k", 1, b"body");
+        assert!(a.starts_with("sha256="));
+        assert_ne!(a, sign(b"k", 2, b"body"));
+        assert_ne!(a, sign(b"k", 1, b"bodY"));
+        assert_ne!(a, sign(b"j", 1, b"body"));
+    }
+}
