@@ -23,6 +23,9 @@ pub struct Command {
     /// What policy decided about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<std::sync::Arc<crate::Decision>>,
+    /// The review that let it run, when policy asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
 }
 
 /// What a command does, from least to most consequential. Every protocol

@@ -324,6 +324,61 @@ impl Catalog {
         }
     }
 
+    /// The planner's estimate of the rows a statement touches, from
+    /// `EXPLAIN` (never `ANALYZE`) on a session of the gateway's own, in a
+    /// read-only transaction with a short statement timeout. Parse refuses
+    /// more than one statement, so nothing can ride along.
+    pub async fn estimate_rows(&self, sql: &str) -> Result<i64, String> {
+        let mut begin = BytesMut::new();
+        crate::wire::query(&mut begin, "BEGIN READ ONLY");
+        let mut timeout = BytesMut::new();
+        crate::wire::query(&mut timeout, "SET LOCAL statement_timeout = '2s'");
+        let mut explain = BytesMut::new();
+        crate::wire::parse_bind_execute_sync(&mut explain, &format!("EXPLAIN (FORMAT JSON) {sql}"));
+        let mut rollback = BytesMut::new();
+        crate::wire::query(&mut rollback, "ROLLBACK");
+        let mut plan = None;
+        let mut error = None;
+        self.converse(
+            &[begin, timeout, explain, rollback],
+            Duration::from_secs(5),
+            |tag, body| {
+                match tag {
+                    b'D' => {
+                        plan = data_row(body)
+                            .and_then(|r| r.into_iter().next().flatten())
+                            .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+                    }
+                    b'E' => error = Some(error_fields(body).1.unwrap_or_default()),
+                    _ => {}
+                }
+                Ok(true)
+            },
+        )
+        .await?;
+        if let Some(e) = error {
+            return Err(format!("no estimate: {e}"));
+        }
+        let top = plan
+            .as_ref()
+            .and_then(|p| p.get(0))
+            .and_then(|p| p.get("Plan"))
+            .ok_or("no plan")?;
+        // A write's top node reports no rows; what it changes is what its
+        // input produces.
+        let node = match top.get("Node Type").and_then(|t| t.as_str()) {
+            Some("ModifyTable") => top
+                .get("Plans")
+                .and_then(|p| p.get(0))
+                .unwrap_or(top),
+            _ => top,
+        };
+        node.get("Plan Rows")
+            .and_then(|r| r.as_f64())
+            .map(|r| r.round() as i64)
+            .ok_or_else(|| "the plan has no row estimate".to_string())
+    }
+
     /// Opens a session of the gateway's own, sends each request in turn and
     /// hands every answer to `on` up to its ReadyForQuery; stops early when
     /// `on` returns false, and ends the session. Bounded by `limit`.

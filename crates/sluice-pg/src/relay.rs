@@ -17,6 +17,8 @@ use sluice_core::{
     Class, Classification, Command, CommandOutcome, Effect, SessionHandle, TokenWatch,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use sluice_core::review::{statement_hash, Impact, ReviewMode, ReviewRecord, ReviewState};
+use sluice_core::reviews::{CommandAsk, Submitted};
 use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, Relation};
@@ -191,6 +193,7 @@ where
         sh.reported_unsafe = unsafe_encoding;
     }
     let (fatal_tx, fatal_rx) = mpsc::channel(1);
+    let (notice_tx, notice_rx) = mpsc::channel(4);
     let mut bytes_in = 0u64;
     let mut bytes_out = 0u64;
     let c2s = client_to_server(
@@ -200,9 +203,13 @@ where
             classifier,
             session,
             catalog,
+            verdict: Mutex::new(None),
         },
         shared.clone(),
-        fatal_tx,
+        Senders {
+            fatal: fatal_tx,
+            notices: notice_tx,
+        },
         &mut bytes_in,
     );
     let s2c = server_to_client(
@@ -213,6 +220,7 @@ where
         Ends {
             fatal: fatal_rx,
             watch: &mut watch,
+            notices: notice_rx,
         },
         catalog,
         &mut bytes_out,
@@ -246,6 +254,8 @@ struct Prepared {
     shape: Shape,
     /// For a portal: the result formats its Bind asked for.
     formats: Option<Arc<[i16]>>,
+    /// For a portal: the review that approved its Bind.
+    approved: Option<String>,
 }
 
 /// Result columns of a statement, learned from RowDescription.
@@ -291,6 +301,7 @@ impl Prepared {
             // Which definition's columns the rows have is unknown.
             shape: Shape::default(),
             formats: None,
+            approved: None,
         }
     }
 
@@ -302,6 +313,7 @@ impl Prepared {
             classified,
             shape: Shape::default(),
             formats: None,
+            approved: None,
         })
     }
 
@@ -406,6 +418,49 @@ struct Guard<'a> {
     classifier: &'a Classifier,
     session: &'a SessionHandle,
     catalog: Option<&'a Catalog>,
+    /// How the review of the message being decoded again ended.
+    verdict: Mutex<Option<Verdict>>,
+}
+
+/// What a review decided for one exact statement.
+enum Verdict {
+    /// Approved (or approved before): it runs, citing the review.
+    Run { hash: String, review: String },
+    /// Denied, expired, deferred or not recordable: the client is told why.
+    Refuse { hash: String, refusal: Refusal },
+}
+
+/// What the bytes a review is about are, for its hash.
+enum Exact<'a> {
+    /// These bytes (the text, with a Bind's parameters).
+    Bytes(&'a [u8]),
+    /// A portal whose Bind a review approved: it runs.
+    Approved(&'a str),
+}
+
+/// Why decoding stopped before a message.
+enum Stop {
+    /// The client broke the protocol; the session ends.
+    Protocol(String),
+    /// Policy wants a review of this message's command; the message stays
+    /// in the buffer and is decoded again once the review has a verdict.
+    Review(Box<ReviewAsk>),
+}
+
+impl From<String> for Stop {
+    fn from(s: String) -> Stop {
+        Stop::Protocol(s)
+    }
+}
+
+/// A command waiting to be submitted for review.
+struct ReviewAsk {
+    exact: Vec<u8>,
+    display: String,
+    classification: Arc<Classification>,
+    decision: Arc<sluice_core::Decision>,
+    /// The text to estimate the impact of (none with parameters).
+    plannable: Option<String>,
 }
 
 /// Statements longer than this are classified off the async worker, so a
@@ -425,8 +480,54 @@ impl Guard<'_> {
 
     /// Classifies a command and asks policy about it; returns the refusal
     /// when policy does not allow it.
-    fn decide(&self, cmd: &mut Command, classification: Arc<Classification>) -> Option<Refusal> {
+    fn decide(
+        &self,
+        cmd: &mut Command,
+        classification: Arc<Classification>,
+        exact: Exact<'_>,
+    ) -> Result<Option<Refusal>, Stop> {
         let decision = self.session.decide(&classification);
+        if decision.effect == Effect::Review {
+            match exact {
+                Exact::Approved(review) => {
+                    cmd.review = Some(review.to_string());
+                    cmd.classification = Some(classification);
+                    cmd.decision = Some(decision);
+                    return Ok(None);
+                }
+                Exact::Bytes(bytes) => {
+                    let hash = statement_hash(bytes);
+                    let verdict = self.verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    match verdict {
+                        Some(Verdict::Run { hash: h, review }) if h == hash => {
+                            cmd.review = Some(review);
+                            cmd.classification = Some(classification);
+                            cmd.decision = Some(decision);
+                            return Ok(None);
+                        }
+                        Some(Verdict::Refuse { hash: h, refusal }) if h == hash => {
+                            cmd.classification = Some(classification);
+                            cmd.decision = Some(decision);
+                            return Ok(Some(refusal));
+                        }
+                        _ => {
+                            let plannable = classification
+                                .effects
+                                .iter()
+                                .all(|e| !matches!(e, Class::Unknown | Class::Admin))
+                                .then(|| cmd.text.clone());
+                            return Err(Stop::Review(Box::new(ReviewAsk {
+                                exact: bytes.to_vec(),
+                                display: cmd.text.clone(),
+                                classification,
+                                decision,
+                                plannable,
+                            })));
+                        }
+                    }
+                }
+            }
+        }
         if decision.effect == Effect::Allow
             && classification.effects.iter().any(|e| {
                 matches!(
@@ -463,7 +564,7 @@ impl Guard<'_> {
         };
         cmd.classification = Some(classification);
         cmd.decision = Some(decision);
-        refusal
+        Ok(refusal)
     }
 }
 
@@ -475,7 +576,7 @@ fn decode_client_message(
     st: &mut ClientState,
     guard: &Guard<'_>,
     ops: &mut Vec<Op>,
-) -> Result<Option<BytesMut>, String> {
+) -> Result<Option<BytesMut>, Stop> {
     let bad = |what: &str| format!("malformed {what} message");
     match tag {
         b'Q' => {
@@ -486,7 +587,7 @@ fn decode_client_message(
                 |n| st.portals.get(n).map(|p| &*p.classification),
             );
             let mut cmd = command("simple", text.to_string());
-            let refusal = guard.decide(&mut cmd, classification);
+            let refusal = guard.decide(&mut cmd, classification, Exact::Bytes(text.as_bytes()))?;
             if refusal.is_none() {
                 st.follow(&classified, text)?;
             }
@@ -526,13 +627,15 @@ fn decode_client_message(
                 classified,
                 shape: Shape::default(),
                 formats: None,
+                approved: None,
             });
             st.track(name.len() + text.len())?;
             let previous = st.prepared.insert(name.to_string(), entry);
             if st.prepared.len() > MAX_TRACKED {
                 return Err(format!(
                     "more than {MAX_TRACKED} prepared statements in one session"
-                ));
+                )
+                .into());
             }
             ops.push(st.change(Undo::Statement(name.to_string(), previous), b'1')?);
         }
@@ -547,7 +650,20 @@ fn decode_client_message(
             // the statement is judged here too.
             let mut cmd = command("bind", statement.text.to_string());
             let classification = st.resolved(&statement);
-            if let Some(refusal) = guard.decide(&mut cmd, classification) {
+            // The parameters are part of what runs: an approval covers
+            // these values only. Approvers see them (masked) after the text.
+            let exact = [statement.text.as_bytes(), b"\0", rest].concat();
+            let refusal = match guard.decide(&mut cmd, classification, Exact::Bytes(&exact)) {
+                Err(Stop::Review(mut ask)) => {
+                    ask.display = bind_display(&statement.text, rest);
+                    if bind_has_parameters(rest) {
+                        ask.plannable = None;
+                    }
+                    return Err(Stop::Review(ask));
+                }
+                other => other?,
+            };
+            if let Some(refusal) = refusal {
                 let before = st.portals.get(portal).cloned();
                 let Op::Change(id, answer) =
                     st.change(Undo::Portal(portal.to_string(), before), b'2')?
@@ -572,6 +688,7 @@ fn decode_client_message(
                 classified: statement.classified.clone(),
                 shape: statement.shape.clone(),
                 formats: result_formats(rest).map(Arc::from),
+                approved: cmd.review.clone(),
             });
             st.make_room_for_portal(portal);
             st.track(portal.len())?;
@@ -587,7 +704,11 @@ fn decode_client_message(
                 .unwrap_or_else(|| Prepared::unknown(format!("unknown portal {portal:?}")));
             let mut cmd = command("extended", prepared.text.to_string());
             let classification = st.resolved(&prepared);
-            let refusal = guard.decide(&mut cmd, classification);
+            let exact = match &prepared.approved {
+                Some(review) => Exact::Approved(review),
+                None => Exact::Bytes(prepared.text.as_bytes()),
+            };
+            let refusal = guard.decide(&mut cmd, classification, exact)?;
             if refusal.is_none() {
                 st.follow(&prepared.classified, &prepared.text)?;
             }
@@ -659,7 +780,8 @@ fn decode_client_message(
                 Arc::new(Classification::unknown(
                     "a fast-path function call names its function only by oid",
                 )),
-            );
+                Exact::Bytes(body),
+            )?;
             if refusal.is_none() {
                 // Any function, set_config('client_encoding', ...) included.
                 st.unsafe_encoding = true;
@@ -676,6 +798,82 @@ fn decode_client_message(
         _ => {}
     }
     Ok(None)
+}
+
+/// The parameter values of a Bind (its body after the two names): each
+/// value (`None` for NULL) and whether it is in binary format.
+fn bind_parameters(rest: &[u8]) -> Option<Vec<(bool, Option<&[u8]>)>> {
+    let i16_at = |b: &[u8], at: usize| -> Option<i16> {
+        Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    };
+    let nformats = i16_at(rest, 0)?.max(0) as usize;
+    let formats: Vec<i16> = (0..nformats)
+        .map(|i| i16_at(rest, 2 + 2 * i))
+        .collect::<Option<_>>()?;
+    let mut at = 2 + 2 * nformats;
+    let nparams = i16_at(rest, at)?.max(0) as usize;
+    at += 2;
+    let mut out = Vec::with_capacity(nparams);
+    for i in 0..nparams {
+        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        let value = if len < 0 {
+            None
+        } else {
+            let v = rest.get(at..at + len as usize)?;
+            at += len as usize;
+            Some(v)
+        };
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(i).copied() == Some(1),
+        };
+        out.push((binary, value));
+    }
+    Some(out)
+}
+
+fn bind_has_parameters(rest: &[u8]) -> bool {
+    bind_parameters(rest).is_none_or(|p| !p.is_empty())
+}
+
+/// A bound statement as approvers read it: the text, then each parameter
+/// (text values quoted, binary ones in hex; long ones cut).
+fn bind_display(text: &str, rest: &[u8]) -> String {
+    let Some(params) = bind_parameters(rest) else {
+        return format!("{text}
+-- parameters: (unreadable)");
+    };
+    if params.is_empty() {
+        return text.to_string();
+    }
+    let shown: Vec<String> = params
+        .iter()
+        .enumerate()
+        .map(|(i, (binary, v))| {
+            let v = match v {
+                None => "NULL".to_string(),
+                Some(b) if *binary => format!(
+                    "(binary) {}{}",
+                    hex::encode(&b[..b.len().min(128)]),
+                    if b.len() > 128 { "..." } else { "" }
+                ),
+                Some(b) => {
+                    let s = String::from_utf8_lossy(b);
+                    let cut: String = s.chars().take(256).collect();
+                    format!(
+                        "'{}'{}",
+                        cut.replace('\'', "''"),
+                        if cut.len() < s.len() { "..." } else { "" }
+                    )
+                }
+            };
+            format!("${} = {v}", i + 1)
+        })
+        .collect();
+    format!("{text}
+-- parameters: {}", shown.join(", "))
 }
 
 /// A new stand-in name for a refused command: a portal or statement name
@@ -832,6 +1030,7 @@ impl ClientState {
                     classified: Arc::new(effects),
                     shape: Shape::default(),
                     formats: None,
+                    approved: None,
                 }
             }
             None if self.prepared.len() >= MAX_TRACKED => {
@@ -845,6 +1044,7 @@ impl ClientState {
                 classified,
                 shape: Shape::default(),
                 formats: None,
+                approved: None,
             },
         };
         self.track(name.len() + entry.text.len())?;
@@ -878,6 +1078,7 @@ impl ClientState {
                 classified: inner,
                 shape: Shape::default(),
                 formats: None,
+                approved: None,
             };
             let entry = match self.portals.remove(name) {
                 Some(old) => Prepared::either(&old, &cursor),
@@ -925,6 +1126,7 @@ fn command(path: &str, text: String) -> Command {
         text,
         classification: None,
         decision: None,
+        review: None,
     }
 }
 
@@ -973,7 +1175,7 @@ async fn client_to_server<R, W>(
     mut server: W,
     guard: Guard<'_>,
     shared: Shared,
-    fatal: mpsc::Sender<Fatal>,
+    senders: Senders,
     bytes_in: &mut u64,
 ) -> String
 where
@@ -995,6 +1197,11 @@ where
     let session = guard.session;
     let mut ops = Vec::new();
     let mut edits = Edits::default();
+    let Senders { fatal, notices } = senders;
+    // A message whose command waits for review: decoding stops before it.
+    let mut review: Option<Box<ReviewAsk>> = None;
+    // Set when that message is to be decoded again, with the verdict.
+    let mut resume = false;
     let fail = |code: &'static str, message: String, outcome: String| {
         let fatal = fatal.clone();
         async move {
@@ -1024,6 +1231,8 @@ where
                 .await;
             }
             settle = false;
+        } else if resume {
+            resume = false;
         } else {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK);
@@ -1082,16 +1291,27 @@ where
                     b'S' => st.batch_open = false,
                     _ => {}
                 }
-                match decode_client_message(
+                let decoded = decode_client_message(
                     tag,
                     &buf[pos + 5..pos + total],
                     &mut st,
                     &guard,
                     &mut ops,
-                ) {
+                );
+                // A verdict is for the one message it was asked for.
+                guard
+                    .verdict
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                match decoded {
                     Ok(None) => {}
                     Ok(Some(replacement)) => edits.0.push((pos, pos + total, replacement)),
-                    Err(e) => {
+                    Err(Stop::Review(ask)) => {
+                        review = Some(ask);
+                        break;
+                    }
+                    Err(Stop::Protocol(e)) => {
                         return fail(
                             "08P01",
                             format!("sluice: {e}"),
@@ -1201,6 +1421,176 @@ where
             let _ = server.flush().await;
             return "client terminated".into();
         }
+        if let Some(ask) = review.take() {
+            // Everything before the message went out above; it waits here.
+            let _ = server.flush().await;
+            let verdict = match review_verdict(&guard, *ask, &notices, &mut client, &mut buf, bytes_in).await {
+                Ok(v) => v,
+                Err(outcome) => return outcome,
+            };
+            *guard.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
+            resume = true;
+        }
+    }
+}
+
+/// What the client half sends the server half.
+struct Senders {
+    fatal: mpsc::Sender<Fatal>,
+    notices: mpsc::Sender<BytesMut>,
+}
+
+/// Most client input buffered while a statement is held.
+const MAX_HELD_INPUT: usize = 1024 * 1024;
+
+/// Submits a command for review and follows it to a verdict: at once for
+/// a deferred one (or one approved before), after the approvers' decision
+/// for a held one. A client that leaves while held cancels the review.
+async fn review_verdict<R: AsyncRead + Unpin>(
+    guard: &Guard<'_>,
+    ask: ReviewAsk,
+    notices: &mpsc::Sender<BytesMut>,
+    client: &mut R,
+    buf: &mut BytesMut,
+    bytes_in: &mut u64,
+) -> Result<Verdict, String> {
+    let session = guard.session;
+    let hash = statement_hash(&ask.exact);
+    let impact = match (&ask.plannable, guard.catalog) {
+        (Some(text), Some(catalog)) => catalog.estimate_rows(text).await.ok().map(|n| Impact {
+            estimated_rows: Some(n),
+            summary: format!("the planner estimates {n} row(s)"),
+        }),
+        _ => None,
+    };
+    let detail = format!("class: {}", ask.classification.class());
+    let why = ask.decision.explain();
+    let refuse = |status: &'static str, message: String| Verdict::Refuse {
+        hash: hash.clone(),
+        refusal: Refusal {
+            status,
+            message,
+            detail: detail.clone(),
+        },
+    };
+    let submitted = session
+        .submit_review(CommandAsk {
+            display: ask.display,
+            exact: ask.exact,
+            classification: ask.classification.clone(),
+            decision: ask.decision.clone(),
+            impact,
+        })
+        .await;
+    let r = match submitted {
+        Ok(Submitted::Run(r)) => {
+            return Ok(Verdict::Run {
+                hash: hash.clone(),
+                review: r.id,
+            })
+        }
+        Ok(Submitted::Pending(r)) => r,
+        Err(e) => {
+            tracing::error!(session = %session.id, error = %e, "could not record a review");
+            return Ok(refuse(
+                "review",
+                format!("sluice: this statement needs a human review ({why}), and the review could not be recorded; it was not run"),
+            ));
+        }
+    };
+    if r.mode == Some(ReviewMode::Defer) {
+        let ttl = session.core().review_settings().approval_ttl.as_secs();
+        return Ok(refuse(
+            "review",
+            format!(
+                "sluice: this statement needs a human review ({why}); it was not run. Review {id} is pending: wait for it with `sluice reviews wait {id}`, then run exactly the same statement again; once approved it runs once, within {ttl} s of the approval",
+                id = r.id
+            ),
+        ));
+    }
+    let mut notice = BytesMut::new();
+    crate::wire::notice_response(
+        &mut notice,
+        "01000",
+        &format!("sluice: this statement waits for review {} ({why})", r.id),
+        Some(&format!(
+            "an approver runs `sluice reviews approve {}`; the statement runs as soon as it is approved, and fails if it is denied or not decided by {}",
+            r.id,
+            sluice_core::time::format_ms(r.expires_at)
+        )),
+    );
+    let _ = notices.send(notice).await;
+    let wait = session.await_review(&r.id);
+    tokio::pin!(wait);
+    let decided = loop {
+        tokio::select! {
+            d = &mut wait => break d,
+            read = client.read_buf(buf), if buf.len() < MAX_HELD_INPUT => match read {
+                Ok(0) | Err(_) => {
+                    let _ = session
+                        .core()
+                        .cancel_review(&r.id, "gateway", Some("the client disconnected while its statement was held".into()))
+                        .await;
+                    return Err("client disconnected while its statement waited for review".into());
+                }
+                Ok(n) => *bytes_in += n as u64,
+            },
+        }
+    };
+    Ok(match decided {
+        Ok(r) if r.state == ReviewState::Executed => Verdict::Run {
+            hash: hash.clone(),
+            review: r.id,
+        },
+        Ok(r) => {
+            let (status, message) = held_refusal(&r);
+            refuse(status, message)
+        }
+        Err(e) => refuse(
+            "review",
+            format!("sluice: review {} could not be followed ({e}); the statement was not run", r.id),
+        ),
+    })
+}
+
+/// What the client of a held statement is told when it will not run.
+fn held_refusal(r: &ReviewRecord) -> (&'static str, String) {
+    let said = r
+        .decision_reason
+        .as_deref()
+        .map(|x| format!(": {x}"))
+        .unwrap_or_default();
+    match r.state {
+        ReviewState::Denied => (
+            "denied",
+            format!(
+                "sluice: review {} was denied by {}{said}; the statement was not run",
+                r.id,
+                r.decided_by.as_deref().unwrap_or("an approver")
+            ),
+        ),
+        ReviewState::Expired => (
+            "expired",
+            format!(
+                "sluice: review {} expired before it was decided; the statement was not run",
+                r.id
+            ),
+        ),
+        ReviewState::Cancelled => (
+            "cancelled",
+            format!(
+                "sluice: review {} was cancelled; the statement was not run",
+                r.id
+            ),
+        ),
+        other => (
+            "review",
+            format!(
+                "sluice: review {} is {}; the statement was not run",
+                r.id,
+                other.as_str()
+            ),
+        ),
     }
 }
 
@@ -1797,6 +2187,8 @@ fn mentions_stand_in(message: &str) -> bool {
 struct Ends<'a> {
     fatal: mpsc::Receiver<Fatal>,
     watch: &'a mut TokenWatch,
+    /// Notices for the client (a held statement's), sent between messages.
+    notices: mpsc::Receiver<BytesMut>,
 }
 
 async fn server_to_client<R, W>(
@@ -1820,7 +2212,11 @@ where
     let masking = session.masking.clone();
     let mut results = ResultState::default();
     let mut edits = Edits::default();
-    let Ends { mut fatal, watch } = ends;
+    let Ends {
+        mut fatal,
+        watch,
+        mut notices,
+    } = ends;
     let invalidated = watch.wait();
     tokio::pin!(invalidated);
     loop {
@@ -1835,6 +2231,14 @@ where
             }
             Some(f) = fatal.recv() => {
                 return close_with_fatal(&mut client, passthrough == 0, f.code, &f.message, f.outcome, bytes_out).await;
+            }
+            // Only between messages: nothing of a message is out half-sent.
+            Some(n) = notices.recv(), if passthrough == 0 => {
+                if let Err(e) = client.write_all(&n).await {
+                    return format!("client write error: {e}");
+                }
+                *bytes_out += n.len() as u64;
+                continue;
             }
             r = server.read_buf(&mut buf) => r,
         };

@@ -155,6 +155,28 @@ pub fn error_response_with_detail(
     finish(buf, at);
 }
 
+/// A NoticeResponse: a message the client shows without failing anything.
+pub fn notice_response(buf: &mut BytesMut, code: &str, message: &str, hint: Option<&str>) {
+    let start = buf.len();
+    error_response_with_detail(buf, "NOTICE", code, message, None, hint);
+    // Same fields as an error; only the tag differs.
+    buf[start] = b'N';
+}
+
+/// Parse, Bind and Execute of one unnamed statement without parameters, and Sync.
+pub fn parse_bind_execute_sync(buf: &mut BytesMut, sql: &str) {
+    let at = begin(buf, b'P');
+    buf.put_u8(0);
+    buf.put_slice(sql.as_bytes());
+    buf.put_u8(0);
+    buf.put_i16(0);
+    finish(buf, at);
+    bind(buf, "", "");
+    execute(buf, "");
+    let at = begin(buf, b'S');
+    finish(buf, at);
+}
+
 /// A simple Query message.
 pub fn query(buf: &mut BytesMut, text: &str) {
     let at = begin(buf, b'Q');
