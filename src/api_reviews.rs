@@ -61,10 +61,15 @@ fn is_admin(caller: &TokenRecord) -> bool {
     caller.kind == "admin"
 }
 
+/// Whether the caller (principal and agent alike) asked for the review.
+fn is_own(caller: &TokenRecord, r: &ReviewRecord) -> bool {
+    r.principal == caller.principal && r.actor == caller.actor
+}
+
 /// The caller's own review, or one they may decide, or any for the admin.
 fn may_see(core: &Core, caller: &TokenRecord, r: &ReviewRecord) -> bool {
     is_admin(caller)
-        || (r.principal == caller.principal && r.actor == caller.actor)
+        || is_own(caller, r)
         || (caller.kind == "user" && core.may_decide(&caller.principal, r).is_ok())
 }
 
@@ -102,7 +107,9 @@ async fn list(
         other => {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
-                format!("unknown state {other:?} (pending, approved, denied, expired, executed, cancelled)"),
+                format!(
+                "unknown state {other:?} (pending, approved, denied, expired, executed, cancelled)"
+            ),
             ))
         }
     };
@@ -189,7 +196,7 @@ async fn cancel(
     body: Option<Json<Decision>>,
 ) -> ApiResult<Json<ReviewRecord>> {
     let r = visible(&core, &caller, &id).await?;
-    if !is_admin(&caller) && !(r.principal == caller.principal && r.actor == caller.actor) {
+    if !(is_admin(&caller) || is_own(&caller, &r)) {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "only the requester or the admin may cancel a review".into(),

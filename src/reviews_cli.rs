@@ -98,7 +98,12 @@ enum RequestSub {
 }
 
 fn show(r: &Value) {
-    println!("review     {} ({}, {})", s(r, "id"), s(r, "kind"), s(r, "state"));
+    println!(
+        "review     {} ({}, {})",
+        s(r, "id"),
+        s(r, "kind"),
+        s(r, "state")
+    );
     let who = match r["actor"].as_str() {
         Some(a) => format!("{} via {a}", s(r, "principal")),
         None => s(r, "principal"),
@@ -131,7 +136,11 @@ fn show(r: &Value) {
         rule["approvals"],
         rule["approvers"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+            .map(|a| a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
             .unwrap_or_default(),
         if rule["allow_self_approval"].as_bool() == Some(true) {
             ", self-approval allowed"
@@ -232,18 +241,27 @@ pub async fn reviews(api: &ApiClient, cmd: ReviewsCmd) -> Result<std::process::E
         }
         ReviewsCmd::Show { id, out } => (api.get(&format!("/v1/reviews/{id}"), &[]).await?, out),
         ReviewsCmd::Approve { id, reason, out } => (
-            api.post(&format!("/v1/reviews/{id}/approve"), &json!({ "reason": reason }))
-                .await?,
+            api.post(
+                &format!("/v1/reviews/{id}/approve"),
+                &json!({ "reason": reason }),
+            )
+            .await?,
             out,
         ),
         ReviewsCmd::Deny { id, reason, out } => (
-            api.post(&format!("/v1/reviews/{id}/deny"), &json!({ "reason": reason }))
-                .await?,
+            api.post(
+                &format!("/v1/reviews/{id}/deny"),
+                &json!({ "reason": reason }),
+            )
+            .await?,
             out,
         ),
         ReviewsCmd::Cancel { id, reason, out } => (
-            api.post(&format!("/v1/reviews/{id}/cancel"), &json!({ "reason": reason }))
-                .await?,
+            api.post(
+                &format!("/v1/reviews/{id}/cancel"),
+                &json!({ "reason": reason }),
+            )
+            .await?,
             out,
         ),
         ReviewsCmd::Wait { id, timeout, out } => {

@@ -20,8 +20,8 @@ pub mod time;
 pub mod token;
 
 pub use crate::core::{
-    READ_ONLY_ROLE, AuthError, Core, CoreError, Grant, IssueRequest, OpenError, PolicyConfig, SessionHandle,
-    TokenWatch,
+    AuthError, Core, CoreError, Grant, IssueRequest, OpenError, PolicyConfig, SessionHandle,
+    TokenWatch, READ_ONLY_ROLE,
 };
 pub use command::{Class, Classification, Command, CommandOutcome, Flags};
 pub use connection::{Connection, TargetTls};

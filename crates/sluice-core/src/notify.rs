@@ -30,8 +30,10 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 
 /// The JSON event: what happened, who did it, and the review as it is now.
 pub fn json_body(n: &ReviewNotice) -> Vec<u8> {
-    serde_json::to_vec(&json!({"event": n.event, "by": n.by, "reason": n.reason, "review": n.review}))
-        .unwrap_or_default()
+    serde_json::to_vec(
+        &json!({"event": n.event, "by": n.by, "reason": n.reason, "review": n.review}),
+    )
+    .unwrap_or_default()
 }
 
 /// A chat message (`{"text": ...}`, the incoming-webhook shape Slack,

@@ -775,7 +775,53 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             shadow,
+            review_mode: None,
         }
+    }
+
+    #[test]
+    fn approval_by_policy_needs_a_permit_naming_it_and_reads_the_estimate_and_role() {
+        let text = r#"
+            @id("small-writes") @reason("small writes by etl")
+            permit (principal == Sluice::Workload::"workload:etl", action == Sluice::Action::"approve", resource)
+              when { context has estimated_rows && context.estimated_rows <= 5 };
+            @id("no-approval-for-ops") forbid (principal, action == Sluice::Action::"approve", resource)
+              when { context has role && context.role == "ops" };
+            permit (principal, action, resource);
+        "#;
+        let engine =
+            PolicyEngine::from_texts(&[("t".into(), text.into())], &BTreeMap::new()).unwrap();
+        let c = conn(&[], false);
+        let who = |name: &str| Principal {
+            name: name.into(),
+            actor: None,
+        };
+        let etl = engine.entities(&who("workload:etl"), &c);
+        let write = Classification::of(Class::Write);
+        let ctx = |rows: Option<i64>| ApprovalContext {
+            review: "command".into(),
+            estimated_rows: rows,
+            duration_secs: None,
+        };
+        let d = engine.decide_approve(&etl, "write", &write, &ctx(Some(3)), 0);
+        assert_eq!(d.effect, Effect::Allow);
+        assert_eq!(d.policies, vec!["small-writes"]);
+        assert_eq!(d.reason, "small writes by etl");
+        // No estimate, a large one, or another principal: a human decides,
+        // even though a catch-all permit exists.
+        for (ent, rows) in [
+            (&etl, None),
+            (&etl, Some(50)),
+            (&engine.entities(&who("alice"), &c), Some(1)),
+        ] {
+            let d = engine.decide_approve(ent, "write", &write, &ctx(rows), 0);
+            assert_eq!(d.effect, Effect::Block, "{rows:?}");
+        }
+        let ops = engine
+            .entities(&who("workload:etl"), &c)
+            .with_role(Some("ops".into()));
+        let d = engine.decide_approve(&ops, "write", &write, &ctx(Some(1)), 0);
+        assert_eq!(d.effect, Effect::Block);
     }
 
     fn who() -> Principal {

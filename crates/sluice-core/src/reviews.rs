@@ -160,6 +160,12 @@ impl Core {
 
     /// Whether `who` may approve or deny the review; the error says why not.
     pub fn may_decide(&self, who: &str, r: &ReviewRecord) -> Result<(), String> {
+        if r.requested_by(who) && !r.rule.allow_self_approval {
+            return Err(format!(
+                "{who} asked for review {} and may not decide it: self-approval is not allowed (rule \"{}\")",
+                r.id, r.rule.name
+            ));
+        }
         let member = r.rule.approvers.iter().any(|g| {
             self.groups
                 .get(g)
@@ -171,12 +177,6 @@ impl Core {
                 r.id,
                 r.rule.approvers.join(", "),
                 r.rule.name
-            ));
-        }
-        if r.requested_by(who) && !r.rule.allow_self_approval {
-            return Err(format!(
-                "{who} asked for review {} and may not decide it: self-approval is not allowed (rule \"{}\")",
-                r.id, r.rule.name
             ));
         }
         Ok(())
@@ -392,8 +392,13 @@ impl Core {
         }
         self.create(&r).await?;
         if by_policy {
-            self.announce(&r, "review.approved", r.decided_by.as_deref(), r.decision_reason.clone())
-                .await?;
+            self.announce(
+                &r,
+                "review.approved",
+                r.decided_by.as_deref(),
+                r.decision_reason.clone(),
+            )
+            .await?;
         }
         Ok(r)
     }

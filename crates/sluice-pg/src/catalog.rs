@@ -367,10 +367,7 @@ impl Catalog {
         // A write's top node reports no rows; what it changes is what its
         // input produces.
         let node = match top.get("Node Type").and_then(|t| t.as_str()) {
-            Some("ModifyTable") => top
-                .get("Plans")
-                .and_then(|p| p.get(0))
-                .unwrap_or(top),
+            Some("ModifyTable") => top.get("Plans").and_then(|p| p.get(0)).unwrap_or(top),
             _ => top,
         };
         node.get("Plan Rows")

@@ -13,12 +13,12 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use sluice_core::masking::{MaskCounts, Masking};
+use sluice_core::review::{statement_hash, Impact, ReviewMode, ReviewRecord, ReviewState};
+use sluice_core::reviews::{CommandAsk, Submitted};
 use sluice_core::{
     Class, Classification, Command, CommandOutcome, Effect, SessionHandle, TokenWatch,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use sluice_core::review::{statement_hash, Impact, ReviewMode, ReviewRecord, ReviewState};
-use sluice_core::reviews::{CommandAsk, Submitted};
 use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, Relation};
@@ -497,7 +497,11 @@ impl Guard<'_> {
                 }
                 Exact::Bytes(bytes) => {
                     let hash = statement_hash(bytes);
-                    let verdict = self.verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let verdict = self
+                        .verdict
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
                     match verdict {
                         Some(Verdict::Run { hash: h, review }) if h == hash => {
                             cmd.review = Some(review);
@@ -632,10 +636,9 @@ fn decode_client_message(
             st.track(name.len() + text.len())?;
             let previous = st.prepared.insert(name.to_string(), entry);
             if st.prepared.len() > MAX_TRACKED {
-                return Err(format!(
-                    "more than {MAX_TRACKED} prepared statements in one session"
-                )
-                .into());
+                return Err(
+                    format!("more than {MAX_TRACKED} prepared statements in one session").into(),
+                );
             }
             ops.push(st.change(Undo::Statement(name.to_string(), previous), b'1')?);
         }
@@ -800,9 +803,12 @@ fn decode_client_message(
     Ok(None)
 }
 
+/// One Bind parameter: binary format or not, and its value (`None` for NULL).
+type BindValue<'a> = (bool, Option<&'a [u8]>);
+
 /// The parameter values of a Bind (its body after the two names): each
 /// value (`None` for NULL) and whether it is in binary format.
-fn bind_parameters(rest: &[u8]) -> Option<Vec<(bool, Option<&[u8]>)>> {
+fn bind_parameters(rest: &[u8]) -> Option<Vec<BindValue<'_>>> {
     let i16_at = |b: &[u8], at: usize| -> Option<i16> {
         Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
     };
@@ -842,8 +848,10 @@ fn bind_has_parameters(rest: &[u8]) -> bool {
 /// (text values quoted, binary ones in hex; long ones cut).
 fn bind_display(text: &str, rest: &[u8]) -> String {
     let Some(params) = bind_parameters(rest) else {
-        return format!("{text}
--- parameters: (unreadable)");
+        return format!(
+            "{text}
+-- parameters: (unreadable)"
+        );
     };
     if params.is_empty() {
         return text.to_string();
@@ -872,8 +880,11 @@ fn bind_display(text: &str, rest: &[u8]) -> String {
             format!("${} = {v}", i + 1)
         })
         .collect();
-    format!("{text}
--- parameters: {}", shown.join(", "))
+    format!(
+        "{text}
+-- parameters: {}",
+        shown.join(", ")
+    )
 }
 
 /// A new stand-in name for a refused command: a portal or statement name
@@ -1424,10 +1435,12 @@ where
         if let Some(ask) = review.take() {
             // Everything before the message went out above; it waits here.
             let _ = server.flush().await;
-            let verdict = match review_verdict(&guard, *ask, &notices, &mut client, &mut buf, bytes_in).await {
-                Ok(v) => v,
-                Err(outcome) => return outcome,
-            };
+            let verdict =
+                match review_verdict(&guard, *ask, &notices, &mut client, &mut buf, bytes_in).await
+                {
+                    Ok(v) => v,
+                    Err(outcome) => return outcome,
+                };
             *guard.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
             resume = true;
         }
@@ -1548,7 +1561,10 @@ async fn review_verdict<R: AsyncRead + Unpin>(
         }
         Err(e) => refuse(
             "review",
-            format!("sluice: review {} could not be followed ({e}); the statement was not run", r.id),
+            format!(
+                "sluice: review {} could not be followed ({e}); the statement was not run",
+                r.id
+            ),
         ),
     })
 }

@@ -541,7 +541,8 @@ pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, kind, princ
 pub(crate) const INSERT_REVIEW: &str = "INSERT INTO reviews (id, kind, state, principal, connection, statement_hash, created_at, expires_at, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 pub(crate) const UPDATE_REVIEW: &str = "UPDATE reviews SET state = $3, expires_at = $4, version = $5, body = $6 WHERE id = $1 AND version = $2";
 pub(crate) const REVIEW_BY_ID: &str = "SELECT body FROM reviews WHERE id = $1";
-pub(crate) const REVIEWS_IN_STATE: &str = "SELECT body FROM reviews WHERE state = $1 ORDER BY created_at DESC LIMIT $2";
+pub(crate) const REVIEWS_IN_STATE: &str =
+    "SELECT body FROM reviews WHERE state = $1 ORDER BY created_at DESC LIMIT $2";
 pub(crate) const REVIEWS_OF_STATEMENT: &str = "SELECT body FROM reviews WHERE principal = $1 AND connection = $2 AND statement_hash = $3 AND state IN ('pending', 'approved') ORDER BY created_at";
 pub(crate) const REVIEWS_DUE: &str = "SELECT body FROM reviews WHERE state IN ('pending', 'approved') AND expires_at <= $1 LIMIT 500";
 pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_id, principal, actor, connection, protocol, client_addr, started_at, ended_at, bytes_in, bytes_out, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
