@@ -351,6 +351,33 @@ fn held_statements_run_after_approval_and_denied_ones_never_reach_the_target() {
         "1"
     );
 
+    // Ctrl-C in psql (a CancelRequest) withdraws a held statement.
+    let truncate_like = "UPDATE orders SET qty = 5 WHERE id = 3";
+    let held = psql_command(&info, truncate_like)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id3 = pending_review_of(&gw, truncate_like)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    Command::new("kill")
+        .args(["-INT", &held.id().to_string()])
+        .status()
+        .unwrap();
+    let out = wait_output(held, Duration::from_secs(10));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("was cancelled"), "{}", stderr(&out));
+    assert_eq!(
+        gw.cli_json(&["reviews", "show", &id3])["state"],
+        "cancelled"
+    );
+    assert_eq!(
+        psql_ok(&direct(&target), "SELECT qty FROM orders WHERE id = 3").trim(),
+        "3"
+    );
+
     // The session's record cites the review that let the update run, and
     // every review change is in the audit chain.
     let events = session_events(&gw, "alice");

@@ -105,6 +105,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn chat_messages_say_what_who_why_and_how_to_decide() {
+        let review: ReviewRecord = serde_json::from_value(json!({
+            "id": "rev_0123456789abcdef", "kind": "command", "state": "pending",
+            "principal": "alice", "actor": "agent:claude", "connection": "prod",
+            "mode": "defer", "statement": "DELETE FROM orders WHERE id = 1",
+            "statement_hash": "x", "classification": null,
+            "policy_reason": "writes on prod need a review", "policies": ["p"],
+            "impact": {"estimated_rows": 1, "summary": "the planner estimates 1 row(s)"},
+            "session_id": null, "role": null, "duration_secs": null, "reason": null,
+            "rule": {"name": "default", "approvers": ["approvers"], "approvals": 1,
+                     "deny_wins": true, "require_reason": true},
+            "votes": [], "created_at": 0, "expires_at": 0, "decided_at": null,
+            "decided_by": null, "decision_reason": null, "finished_at": null,
+            "token_id": null, "version": 1
+        }))
+        .unwrap();
+        let n = ReviewNotice {
+            event: "review.created".into(),
+            by: Some("alice via agent:claude".into()),
+            reason: None,
+            review,
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&chat_body(&n, Some("https://sluice.example/"))).unwrap();
+        let text = body["text"].as_str().unwrap();
+        for part in [
+            "DELETE FROM orders WHERE id = 1",
+            "alice via agent:claude",
+            "writes on prod need a review",
+            "estimates 1 row",
+            "sluice reviews approve rev_0123456789abcdef",
+            "sluice reviews deny rev_0123456789abcdef",
+            "https://sluice.example/v1/reviews/rev_0123456789abcdef",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from {text}");
+        }
+        let event: serde_json::Value = serde_json::from_slice(&json_body(&n)).unwrap();
+        assert_eq!(event["review"]["id"], "rev_0123456789abcdef");
+    }
+
+    #[test]
     fn signatures_cover_time_and_body() {
         let a = sign(b"k", 1, b"body");
         assert!(a.starts_with("sha256="));

@@ -2,19 +2,22 @@
 //! backend's; a CancelRequest carrying it is passed to the right backend.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 #[derive(Clone)]
 struct Backend {
     address: String,
     pid: i32,
     key: i32,
+    /// Wakes the session's statement held for review, if one is.
+    held: Arc<Notify>,
 }
 
 /// The live sessions' cancel keys.
@@ -24,8 +27,10 @@ pub struct CancelRegistry {
 }
 
 impl CancelRegistry {
-    /// Registers a backend; returns the (pid, key) pair to give the client.
-    pub fn register(&self, address: &str, pid: i32, key: i32) -> (i32, i32) {
+    /// Registers a backend; returns the (pid, key) pair to give the client,
+    /// and what a cancel wakes while a statement is held for review.
+    pub fn register(&self, address: &str, pid: i32, key: i32) -> ((i32, i32), Arc<Notify>) {
+        let held = Arc::new(Notify::new());
         let mut rng = rand::thread_rng();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -35,8 +40,9 @@ impl CancelRegistry {
                     address: address.to_string(),
                     pid,
                     key,
+                    held: held.clone(),
                 });
-                return id;
+                return (id, held);
             }
         }
     }
@@ -59,6 +65,8 @@ impl CancelRegistry {
             .get(&(pid, key))
             .cloned();
         let Some(b) = backend else { return false };
+        // A held statement is the client's to cancel too (Ctrl-C in psql).
+        b.held.notify_waiters();
         cancel_backend(&b.address, b.pid, b.key).await
     }
 }

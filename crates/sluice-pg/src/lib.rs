@@ -338,7 +338,7 @@ impl PgGateway {
             }
         };
         drop(permit);
-        let cancel_id = self.cancels.register(&conn.address, target.pid, target.key);
+        let (cancel_id, held) = self.cancels.register(&conn.address, target.pid, target.key);
         out.clear();
         wire::authentication(&mut out, 0);
         let tail = &target.startup_tail;
@@ -361,7 +361,10 @@ impl PgGateway {
             &self.classifier,
             self.catalogs.get(&conn.name).map(|c| &**c),
             unsafe_encoding,
-            watch,
+            relay::Signals {
+                token: watch,
+                cancel: held,
+            },
         )
         .await;
         self.cancels.remove(cancel_id);

@@ -178,12 +178,16 @@ pub async fn relay<C, S>(
     classifier: &Classifier,
     catalog: Option<&Catalog>,
     unsafe_encoding: bool,
-    mut watch: TokenWatch,
+    signals: Signals,
 ) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Send,
     S: AsyncRead + AsyncWrite + Send,
 {
+    let Signals {
+        token: mut watch,
+        cancel,
+    } = signals;
     let (client_r, client_w) = tokio::io::split(client);
     let (server_r, server_w) = tokio::io::split(server);
     let shared = Shared::default();
@@ -204,6 +208,7 @@ where
             session,
             catalog,
             verdict: Mutex::new(None),
+            cancel: &cancel,
         },
         shared.clone(),
         Senders {
@@ -420,6 +425,16 @@ struct Guard<'a> {
     catalog: Option<&'a Catalog>,
     /// How the review of the message being decoded again ended.
     verdict: Mutex<Option<Verdict>>,
+    /// Woken by the client's CancelRequest.
+    cancel: &'a tokio::sync::Notify,
+}
+
+/// What ends or interrupts a session from outside its byte streams.
+pub struct Signals {
+    /// Expiry or revocation of the session's token.
+    pub token: TokenWatch,
+    /// The client's CancelRequest, which cancels a statement held for review.
+    pub cancel: Arc<tokio::sync::Notify>,
 }
 
 /// What a review decided for one exact statement.
@@ -1532,12 +1547,22 @@ async fn review_verdict<R: AsyncRead + Unpin>(
             sluice_core::time::format_ms(r.expires_at)
         )),
     );
+    // Listening for a cancel before the client can know it waits.
+    let cancelled = guard.cancel.notified();
+    tokio::pin!(cancelled);
     let _ = notices.send(notice).await;
     let wait = session.await_review(&r.id);
     tokio::pin!(wait);
     let decided = loop {
         tokio::select! {
             d = &mut wait => break d,
+            _ = &mut cancelled => {
+                let r = session
+                    .core()
+                    .cancel_review(&r.id, &session.principal, Some("the client cancelled the statement".into()))
+                    .await;
+                break r;
+            }
             read = client.read_buf(buf), if buf.len() < MAX_HELD_INPUT => match read {
                 Ok(0) | Err(_) => {
                     let _ = session
