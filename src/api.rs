@@ -102,6 +102,9 @@ async fn issue_token(
 struct ListTokens {
     #[serde(default)]
     all: bool,
+    /// API credentials instead of connection tokens.
+    #[serde(default)]
+    api: bool,
 }
 
 async fn list_tokens(
@@ -109,7 +112,8 @@ async fn list_tokens(
     Query(q): Query<ListTokens>,
 ) -> ApiResult<Json<Vec<TokenRecord>>> {
     let now = sluice_core::time::now_ms();
-    let mut tokens = core.store().list_tokens("access").await?;
+    let kind = if q.api { "user" } else { "access" };
+    let mut tokens = core.store().list_tokens(kind).await?;
     if !q.all {
         tokens.retain(|t| t.revoked_at.is_none() && t.expires_at.is_some_and(|e| e > now));
     }

@@ -158,6 +158,9 @@ enum TokenCmd {
         /// Include expired and revoked tokens.
         #[arg(long)]
         all: bool,
+        /// List people's API credentials instead of connection tokens.
+        #[arg(long)]
+        api: bool,
         #[command(flatten)]
         out: JsonFlag,
     },
@@ -385,8 +388,20 @@ async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
                 println!("{}", s(&resp, "token"));
             }
         }
-        TokenCmd::List { all, out } => {
-            let list = api.get("/v1/tokens", &[("all", all.to_string())]).await?;
+        TokenCmd::List {
+            all,
+            api: api_credentials,
+            out,
+        } => {
+            let list = api
+                .get(
+                    "/v1/tokens",
+                    &[
+                        ("all", all.to_string()),
+                        ("api", api_credentials.to_string()),
+                    ],
+                )
+                .await?;
             if out.json {
                 print_json(&list);
             } else {

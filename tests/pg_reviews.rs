@@ -490,6 +490,91 @@ async fn deferred_statements_run_once_after_approval_and_changed_ones_get_a_new_
     assert_ne!(review_id(&stderr(&again)), id, "a used approval is spent");
     assert_eq!(gw.cli_json(&["reviews", "show", &id])["state"], "executed");
 
+    // An approval of `EXECUTE p` covers p as it was defined when reviewed.
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=prod user=alice password={agent}",
+            gw.pg_port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // Preparing a write is itself reviewed: approve, then run it again.
+    let approved_run = |sql: &'static str| {
+        let client = &client;
+        let gw = &gw;
+        let bob_api = &bob_api;
+        async move {
+            let e = client.simple_query(sql).await.unwrap_err();
+            let id = review_id(e.as_db_error().unwrap().message());
+            cli_as_json(gw, bob_api, &["reviews", "approve", &id]);
+            client.simple_query(sql).await.unwrap();
+        }
+    };
+    approved_run("PREPARE p AS UPDATE orders SET qty = 1 WHERE id = 10").await;
+    let e = client.simple_query("EXECUTE p").await.unwrap_err();
+    let id = review_id(e.as_db_error().unwrap().message());
+    let shown = gw.cli_json(&["reviews", "show", &id]);
+    assert!(
+        shown["statement"]
+            .as_str()
+            .unwrap()
+            .contains("runs: PREPARE p AS UPDATE orders SET qty = 1 WHERE id = 10"),
+        "{shown}"
+    );
+    cli_as_json(&gw, &bob_api, &["reviews", "approve", &id]);
+    approved_run("DEALLOCATE p; PREPARE p AS UPDATE orders SET qty = 1 WHERE id < 50").await;
+    let e = client.simple_query("EXECUTE p").await.unwrap_err();
+    assert_ne!(review_id(e.as_db_error().unwrap().message()), id);
+    assert_eq!(
+        psql_ok(
+            &direct(&target),
+            "SELECT count(*) FROM orders WHERE qty = 1"
+        )
+        .trim(),
+        "1",
+        "the redefined statement did not run"
+    );
+    // Defined exactly as reviewed (in a new session: a redefinition in the
+    // same one is followed conservatively), the approval applies.
+    drop(client);
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=prod user=alice password={agent}",
+            gw.pg_port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let e = client
+        .simple_query("PREPARE p AS UPDATE orders SET qty = 1 WHERE id = 10")
+        .await
+        .unwrap_err();
+    cli_as_json(
+        &gw,
+        &bob_api,
+        &[
+            "reviews",
+            "approve",
+            &review_id(e.as_db_error().unwrap().message()),
+        ],
+    );
+    client
+        .simple_query("PREPARE p AS UPDATE orders SET qty = 1 WHERE id = 10")
+        .await
+        .unwrap();
+    client.simple_query("EXECUTE p").await.unwrap();
+    assert_eq!(gw.cli_json(&["reviews", "show", &id])["state"], "executed");
+    assert_eq!(
+        psql_ok(&direct(&target), "SELECT qty FROM orders WHERE id = 10").trim(),
+        "1"
+    );
+    drop(client);
+
     // Through a driver: the parameters are part of what is approved.
     let (client, conn) = tokio_postgres::connect(
         &format!(

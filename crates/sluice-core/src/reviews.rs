@@ -72,6 +72,10 @@ pub struct AccessRequest {
     pub reason: Option<String>,
 }
 
+/// Most reviews one principal may have pending: a client that sends
+/// endless distinct statements must not flood the store and the approvers.
+const MAX_PENDING_PER_PRINCIPAL: usize = 50;
+
 /// Longest statement text a review shows; the hash covers all of it.
 const MAX_SHOWN: usize = 16 * 1024;
 
@@ -474,8 +478,21 @@ impl Core {
         Ok((value, rec))
     }
 
-    /// Saves a new review and announces it.
+    /// Saves a new review and announces it; refused when its principal
+    /// already has too many pending.
     async fn create(&self, r: &ReviewRecord) -> Result<(), CoreError> {
+        if r.state == ReviewState::Pending
+            && self
+                .store
+                .pending_reviews_of(&r.principal, MAX_PENDING_PER_PRINCIPAL as i64)
+                .await?
+                >= MAX_PENDING_PER_PRINCIPAL
+        {
+            return Err(CoreError::Invalid(format!(
+                "{} already has {MAX_PENDING_PER_PRINCIPAL} reviews pending; wait for them to be decided or to expire",
+                r.principal
+            )));
+        }
         self.store.insert_review(r).await?;
         let reason = r.reason.clone().or_else(|| Some(r.policy_reason.clone()));
         self.announce(r, "review.created", Some(&r.requester()), reason)
@@ -516,12 +533,17 @@ impl Core {
         by: Option<&str>,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
-        let mut ev = EventDraft::new(
-            event,
-            json!({"review_id": r.id, "kind": r.kind, "state": r.state, "by": by,
+        let mut data = json!({"review_id": r.id, "kind": r.kind, "state": r.state, "by": by,
                    "reason": reason, "rule": r.rule.name, "statement_hash": r.statement_hash,
-                   "votes": r.votes.len()}),
-        );
+                   "votes": r.votes.len()});
+        if event == "review.created" {
+            // What was asked for, once, in the chain (values masked).
+            data["statement"] = json!(r.statement);
+            data["impact"] = json!(r.impact);
+            data["role"] = json!(r.role);
+            data["duration_secs"] = json!(r.duration_secs);
+        }
+        let mut ev = EventDraft::new(event, data);
         ev.session_id = r.session_id.clone();
         ev.principal = Some(r.principal.clone());
         ev.actor = r.actor.clone();

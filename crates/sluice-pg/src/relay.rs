@@ -606,7 +606,14 @@ fn decode_client_message(
                 |n| st.portals.get(n).map(|p| &*p.classification),
             );
             let mut cmd = command("simple", text.to_string());
-            let refusal = guard.decide(&mut cmd, classification, Exact::Bytes(text.as_bytes()))?;
+            let (exact, display) = st.review_subject(text, &classified);
+            let refusal = match guard.decide(&mut cmd, classification, Exact::Bytes(&exact)) {
+                Err(Stop::Review(mut ask)) => {
+                    ask.display = display;
+                    return Err(Stop::Review(ask));
+                }
+                other => other?,
+            };
             if refusal.is_none() {
                 st.follow(&classified, text)?;
             }
@@ -670,10 +677,11 @@ fn decode_client_message(
             let classification = st.resolved(&statement);
             // The parameters are part of what runs: an approval covers
             // these values only. Approvers see them (masked) after the text.
-            let exact = [statement.text.as_bytes(), b"\0", rest].concat();
+            let (subject, display) = st.review_subject(&statement.text, &statement.classified);
+            let exact = [&subject[..], b"\0", rest].concat();
             let refusal = match guard.decide(&mut cmd, classification, Exact::Bytes(&exact)) {
                 Err(Stop::Review(mut ask)) => {
-                    ask.display = bind_display(&statement.text, rest);
+                    ask.display = bind_display(&display, rest);
                     if bind_has_parameters(rest) {
                         ask.plannable = None;
                     }
@@ -722,11 +730,18 @@ fn decode_client_message(
                 .unwrap_or_else(|| Prepared::unknown(format!("unknown portal {portal:?}")));
             let mut cmd = command("extended", prepared.text.to_string());
             let classification = st.resolved(&prepared);
+            let (subject, display) = st.review_subject(&prepared.text, &prepared.classified);
             let exact = match &prepared.approved {
                 Some(review) => Exact::Approved(review),
-                None => Exact::Bytes(prepared.text.as_bytes()),
+                None => Exact::Bytes(&subject),
             };
-            let refusal = guard.decide(&mut cmd, classification, exact)?;
+            let refusal = match guard.decide(&mut cmd, classification, exact) {
+                Err(Stop::Review(mut ask)) => {
+                    ask.display = display;
+                    return Err(Stop::Review(ask));
+                }
+                other => other?,
+            };
             if refusal.is_none() {
                 st.follow(&prepared.classified, &prepared.text)?;
             }
@@ -912,6 +927,31 @@ fn stand_in_name() -> String {
 }
 
 impl ClientState {
+    /// What a review of running `text` is about: the bytes its approval is
+    /// bound to and what approvers read. Both include the current
+    /// definitions of the statements and portals it runs by name (`EXECUTE
+    /// p`, `FETCH c`), so an approval never covers a name redefined later.
+    fn review_subject(&self, text: &str, classified: &Classified) -> (Vec<u8>, String) {
+        let mut exact = text.as_bytes().to_vec();
+        let mut display = text.to_string();
+        for (verb, names, defined) in [
+            ("EXECUTE", &classified.executes, &self.prepared),
+            ("FETCH", &classified.fetches, &self.portals),
+        ] {
+            for name in names {
+                let def = defined
+                    .get(name)
+                    .map_or("(not known to the gateway)", |p| &*p.text);
+                for part in [verb.as_bytes(), name.as_bytes(), def.as_bytes()] {
+                    exact.push(0);
+                    exact.extend_from_slice(part);
+                }
+                display.push_str(&format!("\n-- {verb} {name:?} runs: {}", capped(def)));
+            }
+        }
+        (exact, display)
+    }
+
     /// What running a prepared statement (or portal) does: its own
     /// classification, plus, for `EXECUTE`/`FETCH` of names defined
     /// elsewhere, what those names hold now.
@@ -1518,6 +1558,12 @@ async fn review_verdict<R: AsyncRead + Unpin>(
             })
         }
         Ok(Submitted::Pending(r)) => r,
+        Err(sluice_core::CoreError::Invalid(why_not)) => {
+            return Ok(refuse(
+                "review",
+                format!("sluice: this statement needs a human review ({why}), and no review was created: {why_not}; it was not run"),
+            ));
+        }
         Err(e) => {
             tracing::error!(session = %session.id, error = %e, "could not record a review");
             return Ok(refuse(

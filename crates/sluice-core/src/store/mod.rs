@@ -265,6 +265,17 @@ impl Store {
         bodies.iter().map(|b| ReviewRow::decode(b)).collect()
     }
 
+    /// How many reviews of a principal are pending, counting up to `limit`.
+    pub async fn pending_reviews_of(
+        &self,
+        principal: &str,
+        limit: i64,
+    ) -> Result<usize, StoreError> {
+        let args = vec![principal.to_string()];
+        let bodies = dispatch!(self, s => s.review_bodies(REVIEWS_PENDING_OF, args.clone(), Some(limit)).await)?;
+        Ok(bodies.len())
+    }
+
     /// Open reviews whose time ran out by `now`.
     pub async fn reviews_due(&self, now: i64) -> Result<Vec<ReviewRecord>, StoreError> {
         let bodies = dispatch!(self, s => s.review_bodies(REVIEWS_DUE, vec![], Some(now)).await)?;
@@ -544,6 +555,8 @@ pub(crate) const REVIEW_BY_ID: &str = "SELECT body FROM reviews WHERE id = $1";
 pub(crate) const REVIEWS_IN_STATE: &str =
     "SELECT body FROM reviews WHERE state = $1 ORDER BY created_at DESC LIMIT $2";
 pub(crate) const REVIEWS_OF_STATEMENT: &str = "SELECT body FROM reviews WHERE principal = $1 AND connection = $2 AND statement_hash = $3 AND state IN ('pending', 'approved') ORDER BY created_at";
+pub(crate) const REVIEWS_PENDING_OF: &str =
+    "SELECT body FROM reviews WHERE state = 'pending' AND principal = $1 LIMIT $2";
 pub(crate) const REVIEWS_DUE: &str = "SELECT body FROM reviews WHERE state IN ('pending', 'approved') AND expires_at <= $1 LIMIT 500";
 pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_id, principal, actor, connection, protocol, client_addr, started_at, ended_at, bytes_in, bytes_out, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 pub(crate) const END_SESSION: &str =
