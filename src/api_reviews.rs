@@ -1,7 +1,8 @@
 //! The review routes of the API: the approvers' inbox and decisions, the
 //! requesters' access requests and waits. Any caller with a credential may
 //! use them: the admin credential, a principal's API credential, or a
-//! connection token (which sees and waits for its own reviews only).
+//! connection token (which sees, waits for and cancels its own reviews,
+//! and nothing else).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +71,9 @@ fn is_own(caller: &TokenRecord, r: &ReviewRecord) -> bool {
 fn may_see(core: &Core, caller: &TokenRecord, r: &ReviewRecord) -> bool {
     is_admin(caller)
         || is_own(caller, r)
-        || (caller.kind == "user" && core.may_decide(&caller.principal, r).is_ok())
+        || (caller.kind == "user"
+            && caller.actor.is_none()
+            && core.may_decide(&caller.principal, r).is_ok())
 }
 
 async fn visible(core: &Core, caller: &TokenRecord, id: &str) -> ApiResult<ReviewRecord> {
@@ -208,11 +211,13 @@ async fn cancel(
     ))
 }
 
+/// Access is requested (and its token claimed) with an API credential
+/// only: a connection token must not trade itself for a fresh, wider one.
 fn requester(caller: &TokenRecord) -> ApiResult<Principal> {
-    if is_admin(caller) {
+    if caller.kind != "user" {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            "access is requested by a person or workload with their own API credential, not with the admin credential".into(),
+            "access is requested with your own API credential (sluice token issue --api), not with the admin credential or a connection token".into(),
         ));
     }
     Ok(Principal {

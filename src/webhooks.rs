@@ -17,6 +17,9 @@ use crate::config::{WebhookFormat, WebhookSection};
 /// Attempts per delivery; the pauses between them double from one second.
 const ATTEMPTS: u32 = 6;
 
+/// Deliveries under way at once (each may retry for about a minute).
+const MAX_IN_FLIGHT: usize = 64;
+
 /// Starts the delivery task (nothing when no webhook is configured).
 pub fn spawn(core: &Arc<Core>, hooks: Vec<(WebhookSection, Secret)>) {
     if hooks.is_empty() {
@@ -25,6 +28,7 @@ pub fn spawn(core: &Arc<Core>, hooks: Vec<(WebhookSection, Secret)>) {
     let hooks: Arc<Vec<(WebhookSection, Secret)>> = Arc::new(hooks);
     let mut notices = core.review_notices();
     let core = Arc::downgrade(core);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -42,12 +46,17 @@ pub fn spawn(core: &Arc<Core>, hooks: Vec<(WebhookSection, Secret)>) {
             let Some(core) = core.upgrade() else { return };
             let notice = Arc::new(notice);
             for i in 0..hooks.len() {
+                // Bounded: a slow receiver holds back deliveries, not memory.
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
                 tokio::spawn(deliver(
                     core.clone(),
                     http.clone(),
                     hooks.clone(),
                     i,
                     notice.clone(),
+                    permit,
                 ));
             }
         }
@@ -60,6 +69,7 @@ async fn deliver(
     hooks: Arc<Vec<(WebhookSection, Secret)>>,
     index: usize,
     notice: Arc<ReviewNotice>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let (hook, secret) = &hooks[index];
     let body = match hook.format {

@@ -471,10 +471,41 @@ async fn deferred_statements_run_once_after_approval_and_changed_ones_get_a_new_
     // Agents decide nothing, not even with an approver's name.
     let by_agent = cli_as(&gw, &agent, &["reviews", "approve", &id]);
     assert!(!by_agent.status.success());
+    // A connection token cannot trade itself for a fresh grant.
+    let traded = cli_as(
+        &gw,
+        &agent,
+        &[
+            "request",
+            "--connection",
+            "prod",
+            "--for",
+            "8h",
+            "--reason",
+            "more",
+        ],
+    );
+    assert!(
+        stderr(&traded).contains("own API credential"),
+        "{}",
+        stderr(&traded)
+    );
 
     cli_as_json(&gw, &bob_api, &["reviews", "approve", &id]);
     let wait = cli_as(&gw, &agent, &["reviews", "wait", &id, "--timeout", "5s"]);
     assert_eq!(wait.status.code(), Some(0), "{}", stderr(&wait));
+    // Approvers see the statement as it runs: values in literals are
+    // masked, but nothing that looks like a secret can hide SQL.
+    let sneaky = "UPDATE orders SET item = 'mail alice@example.com' WHERE id = 1 \
+                  /* -----BEGIN PRIVATE KEY----- */ OR qty >= 0 /* -----END PRIVATE KEY----- */";
+    let e = stderr(&psql(&info, sneaky));
+    let shown = gw.cli_json(&["reviews", "show", &review_id(&e)])["statement"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(shown.contains("OR qty >= 0"), "{shown}");
+    assert!(!shown.contains("alice@example.com"), "{shown}");
+
     // A different statement is not covered by the approval.
     let changed = psql(&info, "UPDATE orders SET qty = 8 WHERE id = 3");
     assert!(!changed.status.success());
@@ -806,6 +837,15 @@ fn policy_approves_small_writes_and_unanswered_reviews_expire() {
         .unwrap()
         .contains("without a human"));
 
+    // A write hidden in a CTE counts in full, whatever the top node says.
+    let out = psql(
+        &info,
+        "WITH u AS (UPDATE orders SET qty = 0 WHERE qty > 0 RETURNING 1) SELECT count(*) FROM u",
+    );
+    assert!(!out.status.success(), "not approved by policy");
+    let r = gw.cli_json(&["reviews", "show", &review_id(&stderr(&out))]);
+    assert_eq!(r["impact"]["estimated_rows"], 100, "{r}");
+
     // A write of every row is not small: a human must decide.
     let out = psql(&info, "UPDATE orders SET qty = qty + 1 WHERE qty > 0");
     assert!(!out.status.success());
@@ -867,4 +907,62 @@ fn an_approval_on_one_gateway_wakes_a_statement_held_on_another() {
         "42"
     );
     assert_eq!(a.cli_json(&["reviews", "show", &id])["state"], "executed");
+}
+
+/// Reads up to ReadyForQuery; returns the texts of the errors.
+fn errors_until_ready(s: &mut std::net::TcpStream) -> Vec<String> {
+    let mut errors = vec![];
+    loop {
+        let (tag, body) = read_msg(s);
+        if tag == b'E' {
+            errors.push(String::from_utf8_lossy(&body).to_string());
+        }
+        if tag == b'Z' {
+            return errors;
+        }
+    }
+}
+
+#[test]
+fn an_approved_portal_runs_only_what_was_approved() {
+    let target = PgServer::start(Auth::Scram, false);
+    let (gw, _dir) = review_gateway(&target, "", None);
+    let agent = agent_token(&gw, "prod");
+    let bob_api = api_credential(&gw, "bob");
+    let mut s = raw_login(gw.pg_port, "alice", "prod", &agent);
+
+    // The portal runs `EXECUTE p`: its approval covers p as it was then.
+    let mut batch = parse_msg("p", "UPDATE orders SET qty = 1 WHERE id = 11");
+    batch.extend(parse_msg("s", "EXECUTE p"));
+    batch.extend(bind_msg("portal", "s"));
+    batch.extend(sync_msg());
+    s.write_all(&batch).unwrap();
+    let errors = errors_until_ready(&mut s);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let id = review_id(&errors[0]);
+    assert!(gw.cli_json(&["reviews", "show", &id])["statement"]
+        .as_str()
+        .unwrap()
+        .contains("runs: UPDATE orders SET qty = 1 WHERE id = 11"));
+    cli_as_json(&gw, &bob_api, &["reviews", "approve", &id]);
+
+    // Bound under the approval, then p is redefined before the Execute.
+    let mut batch = bind_msg("portal", "s");
+    batch.extend(frontend_msg(b'C', b"Sp\0"));
+    batch.extend(parse_msg("p", "UPDATE orders SET qty = 0 WHERE qty >= 0"));
+    batch.extend(execute_msg("portal"));
+    batch.extend(sync_msg());
+    s.write_all(&batch).unwrap();
+    let errors = errors_until_ready(&mut s);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_ne!(review_id(&errors[0]), id, "{errors:?}");
+    assert_eq!(
+        psql_ok(
+            &direct(&target),
+            "SELECT count(*) FROM orders WHERE qty = 0"
+        )
+        .trim(),
+        "0",
+        "the redefined statement never ran"
+    );
 }

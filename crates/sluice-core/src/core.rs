@@ -129,6 +129,8 @@ pub struct Core {
     pub(crate) reviews: ReviewSettings,
     pub(crate) review_changes: broadcast::Sender<String>,
     pub(crate) review_notices: broadcast::Sender<ReviewNotice>,
+    /// New reviews per principal in the current minute: (minute start, count).
+    pub(crate) review_budget: Mutex<std::collections::HashMap<String, (i64, u32)>>,
 }
 
 /// Where the core's policies come from, and the groups they refer to.
@@ -172,6 +174,7 @@ impl Core {
             reviews,
             review_changes,
             review_notices,
+            review_budget: Mutex::default(),
         }))
     }
 

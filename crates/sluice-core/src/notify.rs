@@ -43,22 +43,31 @@ pub fn chat_body(n: &ReviewNotice, link_base: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&json!({ "text": chat_text(n, link_base) })).unwrap_or_default()
 }
 
+/// Text safe inside a chat message: no code fence can be closed, no link
+/// or mention (`<...>`) formed, no control character smuggled.
+fn chat_safe(s: &str) -> String {
+    crate::review::printable(s)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('`', "'")
+}
+
 fn chat_text(n: &ReviewNotice, link_base: Option<&str>) -> String {
     let r: &ReviewRecord = &n.review;
+    let requester = chat_safe(&r.requester());
     let what = match r.kind {
         ReviewKind::Command => format!(
-            "{} wants to run on *{}*:\n```\n{}\n```",
-            r.requester(),
-            r.connection,
-            r.statement.as_deref().unwrap_or("")
+            "{requester} wants to run on *{}*:\n```\n{}\n```",
+            chat_safe(&r.connection),
+            chat_safe(r.statement.as_deref().unwrap_or(""))
         ),
         ReviewKind::Access => format!(
-            "{} asks for access to *{}*{} for {}",
-            r.requester(),
-            r.connection,
+            "{requester} asks for access to *{}*{} for {}",
+            chat_safe(&r.connection),
             r.role
                 .as_deref()
-                .map(|role| format!(" as {role}"))
+                .map(|role| format!(" as {}", chat_safe(role)))
                 .unwrap_or_default(),
             humantime::format_duration(std::time::Duration::from_secs(
                 r.duration_secs.unwrap_or(0)
@@ -71,18 +80,18 @@ fn chat_text(n: &ReviewNotice, link_base: Option<&str>) -> String {
         r.id,
         r.state.as_str(),
         n.by.as_deref()
-            .map(|b| format!(" by {b}"))
+            .map(|b| format!(" by {}", chat_safe(b)))
             .unwrap_or_default()
     );
     if let Some(reason) = &r.reason {
-        text.push_str(&format!("\nreason: {reason}"));
+        text.push_str(&format!("\nreason: {}", chat_safe(reason)));
     }
-    text.push_str(&format!("\npolicy: {}", r.policy_reason));
+    text.push_str(&format!("\npolicy: {}", chat_safe(&r.policy_reason)));
     if let Some(i) = &r.impact {
-        text.push_str(&format!("\nimpact: {}", i.summary));
+        text.push_str(&format!("\nimpact: {}", chat_safe(&i.summary)));
     }
     if let Some(reason) = n.reason.as_ref().filter(|_| n.event != "review.created") {
-        text.push_str(&format!("\nsaid: {reason}"));
+        text.push_str(&format!("\nsaid: {}", chat_safe(reason)));
     }
     if n.event == "review.created" {
         text.push_str(&format!(
@@ -127,6 +136,12 @@ mod tests {
             reason: None,
             review,
         };
+        let mut sneaky = n.clone();
+        sneaky.review.statement = Some("x\n```\n<https://evil|approve> <!channel>".into());
+        let body: serde_json::Value = serde_json::from_slice(&chat_body(&sneaky, None)).unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert_eq!(text.matches("```").count(), 2, "{text}");
+        assert!(!text.contains('<'), "{text}");
         let body: serde_json::Value =
             serde_json::from_slice(&chat_body(&n, Some("https://sluice.example/"))).unwrap();
         let text = body["text"].as_str().unwrap();

@@ -283,6 +283,23 @@ pub fn tally(rule: &ApprovalRule, votes: &[Vote]) -> Tally {
     }
 }
 
+/// Text fit to show on a terminal or in a chat: control characters (but
+/// newlines and tabs) and bidirectional overrides are escaped, so what an
+/// approver reads is what the text holds.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let hidden = c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if hidden && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The hash a deferred approval is matched by: SHA-256 over the exact bytes
 /// that run, so an approval for one statement never covers another.
 pub fn statement_hash(exact: &[u8]) -> String {
@@ -331,5 +348,6 @@ mod tests {
         assert_eq!(s.rule_for(ReviewKind::Access, "prod-db").name, "default");
         assert_eq!(s.rule_for(ReviewKind::Command, "staging").name, "default");
         assert_ne!(statement_hash(b"DELETE 1"), statement_hash(b"DELETE 2"));
+        assert_eq!(printable("a\rb\u{202e}c\nd"), "a\\u{d}b\\u{202e}c\nd");
     }
 }

@@ -14,7 +14,7 @@ use crate::audit::EventDraft;
 use crate::core::{Core, CoreError, SessionHandle};
 use crate::policy::{ApprovalContext, Effect, Principal};
 use crate::review::{
-    statement_hash, tally, Impact, ReviewKind, ReviewMode, ReviewRecord, ReviewSettings,
+    printable, statement_hash, tally, Impact, ReviewKind, ReviewMode, ReviewRecord, ReviewSettings,
     ReviewState, Tally, Vote,
 };
 use crate::store::{StoreError, TokenRecord};
@@ -36,7 +36,8 @@ pub struct ReviewNotice {
 
 /// A command that policy sent for review, as the adapter saw it.
 pub struct CommandAsk {
-    /// The statement as approvers should see it (values masked by the core).
+    /// The statement as approvers should see it: its values masked by the
+    /// adapter, its structure untouched (control characters are escaped here).
     pub display: String,
     /// Exactly what runs (text and parameters), for the hash.
     pub exact: Vec<u8>,
@@ -72,9 +73,14 @@ pub struct AccessRequest {
     pub reason: Option<String>,
 }
 
-/// Most reviews one principal may have pending: a client that sends
+/// Most reviews one requester may have pending: a client that sends
 /// endless distinct statements must not flood the store and the approvers.
 const MAX_PENDING_PER_PRINCIPAL: usize = 50;
+
+/// Most new reviews one principal may cause per minute on one gateway:
+/// cancelled and expired ones count too, so create-and-cancel loops are
+/// bounded as well.
+const MAX_REVIEWS_PER_MINUTE: u32 = 30;
 
 /// Longest statement text a review shows; the hash covers all of it.
 const MAX_SHOWN: usize = 16 * 1024;
@@ -195,7 +201,9 @@ impl Core {
         approve: bool,
         reason: Option<String>,
     ) -> Result<ReviewRecord, CoreError> {
-        let reason = reason.filter(|r| !r.trim().is_empty());
+        let reason = reason
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| printable(&r));
         if !approve && reason.is_none() {
             return Err(CoreError::Invalid(
                 "a denial needs a reason (--reason)".into(),
@@ -212,6 +220,9 @@ impl Core {
                     r.id,
                     r.state.as_str()
                 )));
+            }
+            if r.expires_at <= now_ms() {
+                return Err(CoreError::Invalid(format!("review {} has expired", r.id)));
             }
             if r.votes.iter().any(|v| v.by == by) {
                 return Err(CoreError::Invalid(format!(
@@ -269,6 +280,7 @@ impl Core {
         by: &str,
         reason: Option<String>,
     ) -> Result<ReviewRecord, CoreError> {
+        let reason = reason.map(|r| printable(&r));
         self.transition(id, |r| {
             if r.state.is_final() {
                 return Err(CoreError::Invalid(format!(
@@ -334,7 +346,10 @@ impl Core {
             )));
         }
         let rule = self.reviews.rule_for(ReviewKind::Access, &conn.name);
-        let reason = req.reason.filter(|r| !r.trim().is_empty());
+        let reason = req
+            .reason
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| printable(&r));
         if rule.require_reason && reason.is_none() {
             return Err(CoreError::Invalid(format!(
                 "access to {} needs a reason (--reason), shown to approvers (rule \"{}\")",
@@ -357,7 +372,7 @@ impl Core {
             policies: vec![],
             impact: None,
             session_id: None,
-            role: req.role.clone(),
+            role: req.role.as_deref().map(printable),
             duration_secs: Some(req.duration_secs),
             reason,
             rule,
@@ -448,11 +463,15 @@ impl Core {
         self.store.insert_token(rec.clone()).await?;
         let claimed = self
             .transition(id, |r| {
-                if r.state != ReviewState::Approved {
+                if r.state != ReviewState::Approved || r.expires_at <= now_ms() {
                     return Err(CoreError::Invalid(format!(
                         "access request {} is {}",
                         r.id,
-                        r.state.as_str()
+                        if r.state == ReviewState::Approved {
+                            "past its window"
+                        } else {
+                            r.state.as_str()
+                        }
                     )));
                 }
                 r.state = ReviewState::Executed;
@@ -481,22 +500,44 @@ impl Core {
     /// Saves a new review and announces it; refused when its principal
     /// already has too many pending.
     async fn create(&self, r: &ReviewRecord) -> Result<(), CoreError> {
-        if r.state == ReviewState::Pending
-            && self
-                .store
-                .pending_reviews_of(&r.principal, MAX_PENDING_PER_PRINCIPAL as i64)
-                .await?
-                >= MAX_PENDING_PER_PRINCIPAL
-        {
-            return Err(CoreError::Invalid(format!(
-                "{} already has {MAX_PENDING_PER_PRINCIPAL} reviews pending; wait for them to be decided or to expire",
-                r.principal
-            )));
+        // Per requester (principal and agent): an agent that floods must
+        // not lock its principal's own requests out.
+        let requester = r.requester();
+        self.take_review_budget(&requester)?;
+        if r.state == ReviewState::Pending {
+            let pending = self.store.pending_reviews_of(&r.principal, 1000).await?;
+            if pending.iter().filter(|p| p.actor == r.actor).count() >= MAX_PENDING_PER_PRINCIPAL {
+                return Err(CoreError::Invalid(format!(
+                    "{requester} already has {MAX_PENDING_PER_PRINCIPAL} reviews pending; wait for them to be decided or to expire"
+                )));
+            }
         }
         self.store.insert_review(r).await?;
         let reason = r.reason.clone().or_else(|| Some(r.policy_reason.clone()));
         self.announce(r, "review.created", Some(&r.requester()), reason)
             .await?;
+        Ok(())
+    }
+
+    /// Counts a new review against its requester's budget on this gateway:
+    /// at most [`MAX_REVIEWS_PER_MINUTE`] a minute, however they end.
+    fn take_review_budget(&self, principal: &str) -> Result<(), CoreError> {
+        let now = now_ms();
+        let mut budget = self.review_budget.lock().unwrap_or_else(|p| p.into_inner());
+        if budget.len() > 10_000 {
+            budget.retain(|_, (since, _)| now - *since < 60_000);
+        }
+        let (since, count) = budget.entry(principal.to_string()).or_insert((now, 0));
+        if now - *since >= 60_000 {
+            *since = now;
+            *count = 0;
+        }
+        if *count >= MAX_REVIEWS_PER_MINUTE {
+            return Err(CoreError::Invalid(format!(
+                "{principal} asked for more than {MAX_REVIEWS_PER_MINUTE} reviews within a minute; try again later"
+            )));
+        }
+        *count += 1;
         Ok(())
     }
 
@@ -591,23 +632,22 @@ impl SessionHandle {
         }
     }
 
-    /// Submits a command policy sent for review: an approval of exactly
-    /// this statement is used (once), policy may approve it, and otherwise
-    /// a pending review is returned (the same one for a deferred statement
-    /// asked again).
-    pub async fn submit_review(&self, ask: CommandAsk) -> Result<Submitted, CoreError> {
+    /// An earlier review of exactly this statement (same hash, principal,
+    /// agent and role): an approved deferred one is used at once (marked
+    /// executed, so it runs once); a pending deferred one is returned for a
+    /// deferred session to wait for. `None` when a new review is needed.
+    pub async fn existing_review(&self, exact: &[u8]) -> Result<Option<Submitted>, CoreError> {
         let core = self.core();
         let mode = self.review_mode();
-        let hash = statement_hash(&ask.exact);
+        let hash = statement_hash(exact);
         let open = core
             .store()
             .reviews_of_statement(&self.principal, &self.connection, &hash)
             .await?;
         let now = now_ms();
-        for r in open
-            .iter()
-            .filter(|r| r.actor == self.actor && r.mode == Some(ReviewMode::Defer))
-        {
+        for r in open.iter().filter(|r| {
+            r.actor == self.actor && r.role == self.role && r.mode == Some(ReviewMode::Defer)
+        }) {
             if r.expires_at <= now {
                 continue;
             }
@@ -625,16 +665,26 @@ impl SessionHandle {
                     })
                     .await;
                 match used {
-                    Ok(r) => return Ok(Submitted::Run(r)),
+                    Ok(r) => return Ok(Some(Submitted::Run(r))),
                     // Used by another session in between: look further.
                     Err(CoreError::Invalid(_)) => continue,
                     Err(e) => return Err(e),
                 }
             }
             if mode == ReviewMode::Defer && r.state == ReviewState::Pending {
-                return Ok(Submitted::Pending(r.clone()));
+                return Ok(Some(Submitted::Pending(r.clone())));
             }
         }
+        Ok(None)
+    }
+
+    /// Creates a review of a command (after [`Self::existing_review`]
+    /// found none); policy may approve it at once.
+    pub async fn submit_review(&self, ask: CommandAsk) -> Result<Submitted, CoreError> {
+        let core = self.core();
+        let mode = self.review_mode();
+        let hash = statement_hash(&ask.exact);
+        let now = now_ms();
         let shown = if ask.display.len() > MAX_SHOWN {
             let mut end = MAX_SHOWN;
             while !ask.display.is_char_boundary(end) {
@@ -652,12 +702,7 @@ impl SessionHandle {
             actor: self.actor.clone(),
             connection: self.connection.clone(),
             mode: Some(mode),
-            statement: Some(
-                core.masking()
-                    .masker
-                    .mask_text(&shown)
-                    .map_or(shown, |(masked, _)| masked),
-            ),
+            statement: Some(printable(&shown)),
             statement_hash: Some(hash),
             classification: serde_json::to_value(&*ask.classification).ok(),
             policy_reason: ask.decision.reason.clone(),

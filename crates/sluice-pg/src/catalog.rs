@@ -364,16 +364,25 @@ impl Catalog {
             .and_then(|p| p.get(0))
             .and_then(|p| p.get("Plan"))
             .ok_or("no plan")?;
-        // A write's top node reports no rows; what it changes is what its
-        // input produces.
-        let node = match top.get("Node Type").and_then(|t| t.as_str()) {
-            Some("ModifyTable") => top.get("Plans").and_then(|p| p.get(0)).unwrap_or(top),
-            _ => top,
+        let mut writes = Vec::new();
+        modify_nodes(top, &mut writes);
+        let rows = |node: &serde_json::Value| {
+            node.get("Plan Rows")
+                .and_then(|r| r.as_f64())
+                .map(|r| r.round() as i64)
         };
-        node.get("Plan Rows")
-            .and_then(|r| r.as_f64())
-            .map(|r| r.round() as i64)
-            .ok_or_else(|| "the plan has no row estimate".to_string())
+        if writes.is_empty() {
+            return rows(top).ok_or_else(|| "the plan has no row estimate".to_string());
+        }
+        // Every write in the plan counts (a data-modifying CTE's too, which
+        // a top node that aggregates it would hide). A ModifyTable reports
+        // no rows itself; what it changes is what its input produces.
+        let mut total = 0i64;
+        for w in writes {
+            let input = w.get("Plans").and_then(|p| p.get(0)).unwrap_or(w);
+            total = total.saturating_add(rows(input).ok_or("the plan has no row estimate")?);
+        }
+        Ok(total)
     }
 
     /// Opens a session of the gateway's own, sends each request in turn and
@@ -417,6 +426,21 @@ impl Catalog {
         crate::wire::terminate(&mut bye);
         let _ = io.write_all(&bye).await;
         result.map_err(|_| "catalog lookup timed out".to_string())?
+    }
+}
+
+/// Every ModifyTable node in a JSON plan, at any depth.
+fn modify_nodes<'a>(node: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+    if node.get("Node Type").and_then(|t| t.as_str()) == Some("ModifyTable") {
+        out.push(node);
+    }
+    for child in node
+        .get("Plans")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        modify_nodes(child, out);
     }
 }
 

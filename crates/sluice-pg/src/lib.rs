@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod classify;
 pub mod mask;
 pub mod relay;
+pub mod shown;
 pub mod target;
 pub mod tls;
 pub mod tools;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
+use sluice_core::mask::Masker;
 use sluice_core::masking::{MaskCounts, Masking};
 use sluice_core::review::{statement_hash, Impact, ReviewMode, ReviewRecord, ReviewState};
 use sluice_core::reviews::{CommandAsk, Submitted};
@@ -259,8 +260,10 @@ struct Prepared {
     shape: Shape,
     /// For a portal: the result formats its Bind asked for.
     formats: Option<Arc<[i16]>>,
-    /// For a portal: the review that approved its Bind.
-    approved: Option<String>,
+    /// For a portal: the review that approved its Bind, and the hash of
+    /// what it approved (the statement with the definitions it runs by
+    /// name), which must still hold when the portal is executed.
+    approved: Option<(String, String)>,
 }
 
 /// Result columns of a statement, learned from RowDescription.
@@ -471,7 +474,8 @@ impl From<String> for Stop {
 /// A command waiting to be submitted for review.
 struct ReviewAsk {
     exact: Vec<u8>,
-    display: String,
+    /// What approvers are shown; `None` when it cannot be shown faithfully.
+    display: Option<String>,
     classification: Arc<Classification>,
     decision: Arc<sluice_core::Decision>,
     /// The text to estimate the impact of (none with parameters).
@@ -537,7 +541,7 @@ impl Guard<'_> {
                                 .then(|| cmd.text.clone());
                             return Err(Stop::Review(Box::new(ReviewAsk {
                                 exact: bytes.to_vec(),
-                                display: cmd.text.clone(),
+                                display: None,
                                 classification,
                                 decision,
                                 plannable,
@@ -606,7 +610,8 @@ fn decode_client_message(
                 |n| st.portals.get(n).map(|p| &*p.classification),
             );
             let mut cmd = command("simple", text.to_string());
-            let (exact, display) = st.review_subject(text, &classified);
+            let masker = &guard.session.core().masking().masker;
+            let (exact, display) = st.review_subject(masker, text, &classified);
             let refusal = match guard.decide(&mut cmd, classification, Exact::Bytes(&exact)) {
                 Err(Stop::Review(mut ask)) => {
                     ask.display = display;
@@ -677,11 +682,13 @@ fn decode_client_message(
             let classification = st.resolved(&statement);
             // The parameters are part of what runs: an approval covers
             // these values only. Approvers see them (masked) after the text.
-            let (subject, display) = st.review_subject(&statement.text, &statement.classified);
+            let masking = guard.session.core().masking();
+            let (subject, display) =
+                st.review_subject(&masking.masker, &statement.text, &statement.classified);
             let exact = [&subject[..], b"\0", rest].concat();
             let refusal = match guard.decide(&mut cmd, classification, Exact::Bytes(&exact)) {
                 Err(Stop::Review(mut ask)) => {
-                    ask.display = bind_display(&display, rest);
+                    ask.display = display.map(|d| bind_display(&masking.masker, &d, rest));
                     if bind_has_parameters(rest) {
                         ask.plannable = None;
                     }
@@ -714,7 +721,10 @@ fn decode_client_message(
                 classified: statement.classified.clone(),
                 shape: statement.shape.clone(),
                 formats: result_formats(rest).map(Arc::from),
-                approved: cmd.review.clone(),
+                approved: cmd
+                    .review
+                    .clone()
+                    .map(|review| (review, statement_hash(&subject))),
             });
             st.make_room_for_portal(portal);
             st.track(portal.len())?;
@@ -730,10 +740,17 @@ fn decode_client_message(
                 .unwrap_or_else(|| Prepared::unknown(format!("unknown portal {portal:?}")));
             let mut cmd = command("extended", prepared.text.to_string());
             let classification = st.resolved(&prepared);
-            let (subject, display) = st.review_subject(&prepared.text, &prepared.classified);
+            let masker = &guard.session.core().masking().masker;
+            let (subject, display) =
+                st.review_subject(masker, &prepared.text, &prepared.classified);
+            // A name the statement runs (`EXECUTE p`) may have been
+            // redefined since the Bind: the approval holds only if what
+            // runs now is what was approved.
             let exact = match &prepared.approved {
-                Some(review) => Exact::Approved(review),
-                None => Exact::Bytes(&subject),
+                Some((review, hash)) if *hash == statement_hash(&subject) => {
+                    Exact::Approved(review)
+                }
+                _ => Exact::Bytes(&subject),
             };
             let refusal = match guard.decide(&mut cmd, classification, exact) {
                 Err(Stop::Review(mut ask)) => {
@@ -876,7 +893,7 @@ fn bind_has_parameters(rest: &[u8]) -> bool {
 
 /// A bound statement as approvers read it: the text, then each parameter
 /// (text values quoted, binary ones in hex; long ones cut).
-fn bind_display(text: &str, rest: &[u8]) -> String {
+fn bind_display(masker: &Masker, text: &str, rest: &[u8]) -> String {
     let Some(params) = bind_parameters(rest) else {
         return format!(
             "{text}
@@ -890,24 +907,11 @@ fn bind_display(text: &str, rest: &[u8]) -> String {
         .iter()
         .enumerate()
         .map(|(i, (binary, v))| {
-            let v = match v {
-                None => "NULL".to_string(),
-                Some(b) if *binary => format!(
-                    "(binary) {}{}",
-                    hex::encode(&b[..b.len().min(128)]),
-                    if b.len() > 128 { "..." } else { "" }
-                ),
-                Some(b) => {
-                    let s = String::from_utf8_lossy(b);
-                    let cut: String = s.chars().take(256).collect();
-                    format!(
-                        "'{}'{}",
-                        cut.replace('\'', "''"),
-                        if cut.len() < s.len() { "..." } else { "" }
-                    )
-                }
-            };
-            format!("${} = {v}", i + 1)
+            format!(
+                "${} = {}",
+                i + 1,
+                crate::shown::parameter(masker, *binary, *v)
+            )
         })
         .collect();
     format!(
@@ -931,9 +935,14 @@ impl ClientState {
     /// bound to and what approvers read. Both include the current
     /// definitions of the statements and portals it runs by name (`EXECUTE
     /// p`, `FETCH c`), so an approval never covers a name redefined later.
-    fn review_subject(&self, text: &str, classified: &Classified) -> (Vec<u8>, String) {
+    fn review_subject(
+        &self,
+        masker: &Masker,
+        text: &str,
+        classified: &Classified,
+    ) -> (Vec<u8>, Option<String>) {
         let mut exact = text.as_bytes().to_vec();
-        let mut display = text.to_string();
+        let mut display = crate::shown::statement(masker, text);
         for (verb, names, defined) in [
             ("EXECUTE", &classified.executes, &self.prepared),
             ("FETCH", &classified.fetches, &self.portals),
@@ -946,7 +955,10 @@ impl ClientState {
                     exact.push(0);
                     exact.extend_from_slice(part);
                 }
-                display.push_str(&format!("\n-- {verb} {name:?} runs: {}", capped(def)));
+                let shown = crate::shown::statement(masker, &capped(def));
+                display = display
+                    .zip(shown)
+                    .map(|(d, s)| format!("{d}\n-- {verb} {name:?} runs: {s}"));
             }
         }
         (exact, display)
@@ -1524,11 +1536,15 @@ async fn review_verdict<R: AsyncRead + Unpin>(
 ) -> Result<Verdict, String> {
     let session = guard.session;
     let hash = statement_hash(&ask.exact);
-    let impact = match (&ask.plannable, guard.catalog) {
-        (Some(text), Some(catalog)) => catalog.estimate_rows(text).await.ok().map(|n| Impact {
-            estimated_rows: Some(n),
-            summary: format!("the planner estimates {n} row(s)"),
-        }),
+    let earlier = session.existing_review(&ask.exact).await;
+    // The estimate costs a session on the target: only for a new review.
+    let impact = match (&ask.plannable, guard.catalog, &earlier) {
+        (Some(text), Some(catalog), Ok(None)) => {
+            catalog.estimate_rows(text).await.ok().map(|n| Impact {
+                estimated_rows: Some(n),
+                summary: format!("the planner estimates {n} row(s)"),
+            })
+        }
         _ => None,
     };
     let detail = format!("class: {}", ask.classification.class());
@@ -1541,15 +1557,27 @@ async fn review_verdict<R: AsyncRead + Unpin>(
             detail: detail.clone(),
         },
     };
-    let submitted = session
-        .submit_review(CommandAsk {
-            display: ask.display,
-            exact: ask.exact,
-            classification: ask.classification.clone(),
-            decision: ask.decision.clone(),
-            impact,
-        })
-        .await;
+    let Some(display) = ask.display else {
+        return Ok(refuse(
+            "review",
+            format!("sluice: this statement needs a human review ({why}), but its text cannot be scanned to show it to approvers faithfully, so it cannot be reviewed; it was not run"),
+        ));
+    };
+    let submitted = match earlier {
+        Ok(None) => {
+            session
+                .submit_review(CommandAsk {
+                    display,
+                    exact: ask.exact,
+                    classification: ask.classification.clone(),
+                    decision: ask.decision.clone(),
+                    impact,
+                })
+                .await
+        }
+        Ok(Some(found)) => Ok(found),
+        Err(e) => Err(e),
+    };
     let r = match submitted {
         Ok(Submitted::Run(r)) => {
             return Ok(Verdict::Run {
@@ -1597,20 +1625,32 @@ async fn review_verdict<R: AsyncRead + Unpin>(
     let cancelled = guard.cancel.notified();
     tokio::pin!(cancelled);
     let _ = notices.send(notice).await;
+    // The session may end while it waits (token revoked, target gone):
+    // the review must not outlive it as something left to approve.
+    let mut left = CancelIfLeft {
+        session,
+        id: Some(r.id.clone()),
+    };
     let wait = session.await_review(&r.id);
     tokio::pin!(wait);
     let decided = loop {
         tokio::select! {
             d = &mut wait => break d,
             _ = &mut cancelled => {
-                let r = session
-                    .core()
+                let core = session.core();
+                // An approval that won the race has been used already: then
+                // the statement runs, as if the cancel came just too late.
+                break match core
                     .cancel_review(&r.id, &session.principal, Some("the client cancelled the statement".into()))
-                    .await;
-                break r;
+                    .await
+                {
+                    Ok(r) => Ok(r),
+                    Err(_) => core.review(&r.id).await,
+                };
             }
             read = client.read_buf(buf), if buf.len() < MAX_HELD_INPUT => match read {
                 Ok(0) | Err(_) => {
+                    left.id = None;
                     let _ = session
                         .core()
                         .cancel_review(&r.id, "gateway", Some("the client disconnected while its statement was held".into()))
@@ -1621,11 +1661,17 @@ async fn review_verdict<R: AsyncRead + Unpin>(
             },
         }
     };
+    left.id = None;
     Ok(match decided {
-        Ok(r) if r.state == ReviewState::Executed => Verdict::Run {
-            hash: hash.clone(),
-            review: r.id,
-        },
+        Ok(r)
+            if r.state == ReviewState::Executed
+                && r.session_id.as_deref() == Some(session.id.as_str()) =>
+        {
+            Verdict::Run {
+                hash: hash.clone(),
+                review: r.id,
+            }
+        }
         Ok(r) => {
             let (status, message) = held_refusal(&r);
             refuse(status, message)
@@ -1638,6 +1684,30 @@ async fn review_verdict<R: AsyncRead + Unpin>(
             ),
         ),
     })
+}
+
+/// Cancels a held review when its wait is abandoned (the relay ending
+/// for another reason drops the wait).
+struct CancelIfLeft<'a> {
+    session: &'a SessionHandle,
+    id: Option<String>,
+}
+
+impl Drop for CancelIfLeft<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let core = self.session.core().clone();
+            tokio::spawn(async move {
+                let _ = core
+                    .cancel_review(
+                        &id,
+                        "gateway",
+                        Some("the session ended while its statement was held".into()),
+                    )
+                    .await;
+            });
+        }
+    }
 }
 
 /// What the client of a held statement is told when it will not run.

@@ -265,15 +265,15 @@ impl Store {
         bodies.iter().map(|b| ReviewRow::decode(b)).collect()
     }
 
-    /// How many reviews of a principal are pending, counting up to `limit`.
+    /// Pending reviews of a principal (any agent), at most `limit`.
     pub async fn pending_reviews_of(
         &self,
         principal: &str,
         limit: i64,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<ReviewRecord>, StoreError> {
         let args = vec![principal.to_string()];
         let bodies = dispatch!(self, s => s.review_bodies(REVIEWS_PENDING_OF, args.clone(), Some(limit)).await)?;
-        Ok(bodies.len())
+        bodies.iter().map(|b| ReviewRow::decode(b)).collect()
     }
 
     /// Open reviews whose time ran out by `now`.
