@@ -160,10 +160,10 @@ struct Decision {
 
 /// Only people decide: agents (tokens with an actor) and connection tokens may not.
 fn decider(caller: &TokenRecord) -> ApiResult<&str> {
-    if caller.actor.is_some() || caller.kind == "access" {
+    if caller.actor.is_some() || caller.kind != "user" {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            "reviews are decided by people with their own API credential, not by agents or connection tokens".into(),
+            "reviews are decided by people with their own API credential (sluice token issue --api), not by agents, connection tokens or the admin credential".into(),
         ));
     }
     Ok(&caller.principal)

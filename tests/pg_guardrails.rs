@@ -978,11 +978,11 @@ fn answers_that_do_not_fit_close_the_session_instead_of_being_guessed() {
 
     // Bookkeeping for an unsynced batch is bounded.
     s = raw_login(gw.pg_port, "alice", "prod", &token);
-    let parse = parse_msg(&"n".repeat(1 << 20), "SELECT 1");
+    let text = format!("SELECT 1 -- {}", "n".repeat(1 << 20));
     // The 64th crosses the 64 MiB bound; nothing is sent after it, so the
     // gateway's close does not reset the connection before the error is read.
-    for _ in 0..64 {
-        s.write_all(&parse).unwrap();
+    for i in 0..64 {
+        s.write_all(&parse_msg(&format!("n{i}"), &text)).unwrap();
     }
     let (_, codes, closed) = read_until_ready_or_closed(&mut s);
     assert!(
@@ -993,4 +993,100 @@ fn answers_that_do_not_fit_close_the_session_instead_of_being_guessed() {
     // The gateway keeps serving.
     let info = gw.conninfo("prod", "alice", &token);
     assert_eq!(psql_ok(&info, "SELECT count(*) FROM orders").trim(), "100");
+}
+
+/// Names are followed as the server follows them: it keeps 63 bytes of a
+/// name, and a statement that executes another runs what that one is now.
+#[test]
+fn long_names_and_nested_executes_are_followed_as_the_server_does() {
+    let target = PgServer::start(Auth::Scram, false);
+    let (gw, _dir) = prod_gateway_with_policy(
+        &target,
+        "@id(\"all\") permit (principal, action, resource);\n\
+         @id(\"no-writes\") @reason(\"writes are blocked\")\n\
+         forbid (principal, action in [Sluice::Action::\"write\", Sluice::Action::\"destructive\", Sluice::Action::\"unknown\"], resource);\n",
+    );
+    let token = agent_token(&gw, "prod");
+    let orders = || {
+        psql_ok(&direct(&target), "SELECT count(*) FROM orders")
+            .trim()
+            .to_string()
+    };
+    let run = |s: &mut std::net::TcpStream, msgs: Vec<Vec<u8>>| -> Vec<String> {
+        s.write_all(&msgs.concat()).unwrap();
+        read_until_ready(s).1
+    };
+
+    // Two names equal in their first 63 bytes are one name on the server.
+    let long = |c: char| format!("{}{c}", "a".repeat(63));
+    let mut s = raw_login(gw.pg_port, "alice", "prod", &token);
+    assert!(run(&mut s, vec![parse_msg(&long('1'), "SELECT 1"), sync_msg()]).is_empty());
+    run(
+        &mut s,
+        vec![
+            frontend_msg(
+                b'C',
+                &[b"S".as_slice(), long('2').as_bytes(), b"\0"].concat(),
+            ),
+            parse_msg(&long('2'), "DELETE FROM orders WHERE id > 0"),
+            sync_msg(),
+        ],
+    );
+    let codes = run(
+        &mut s,
+        vec![bind_msg("", &long('1')), execute_msg(""), sync_msg()],
+    );
+    assert_eq!(codes, vec!["42501"], "the DELETE is judged, not SELECT 1");
+    assert_eq!(orders(), "100");
+
+    // EXECUTE s, where s runs EXECUTE q and q was redefined since.
+    let mut s = raw_login(gw.pg_port, "alice", "prod", &token);
+    run(
+        &mut s,
+        vec![
+            parse_msg("q", "SELECT 1"),
+            parse_msg("s", "EXECUTE q"),
+            sync_msg(),
+        ],
+    );
+    run(
+        &mut s,
+        vec![
+            frontend_msg(b'C', b"Sq\0"),
+            parse_msg("q", "DELETE FROM orders WHERE id > 0"),
+            sync_msg(),
+        ],
+    );
+    s.write_all(&query_msg("EXECUTE s")).unwrap();
+    let (_, codes) = read_until_ready(&mut s);
+    assert_eq!(codes, vec!["42501"]);
+    assert_eq!(orders(), "100");
+
+    // FETCH from a portal that runs EXECUTE p, p redefined since the Bind.
+    let mut s = raw_login(gw.pg_port, "alice", "prod", &token);
+    s.write_all(&query_msg("BEGIN")).unwrap();
+    read_until_ready(&mut s);
+    run(
+        &mut s,
+        vec![
+            parse_msg("p", "SELECT 1"),
+            parse_msg("t", "EXECUTE p"),
+            bind_msg("P", "t"),
+            sync_msg(),
+        ],
+    );
+    run(
+        &mut s,
+        vec![
+            frontend_msg(b'C', b"Sp\0"),
+            parse_msg("p", "DELETE FROM orders WHERE id > 0 RETURNING id"),
+            sync_msg(),
+        ],
+    );
+    s.write_all(&query_msg("FETCH ALL FROM \"P\"")).unwrap();
+    let (_, codes) = read_until_ready(&mut s);
+    assert_eq!(codes, vec!["42501"]);
+    s.write_all(&query_msg("COMMIT")).unwrap();
+    read_until_ready(&mut s);
+    assert_eq!(orders(), "100");
 }

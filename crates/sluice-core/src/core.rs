@@ -270,6 +270,15 @@ impl Core {
                 humantime::format_duration(self.max_ttl)
             )));
         }
+        if let Some(role) = req
+            .role
+            .as_deref()
+            .filter(|r| !crate::review::valid_role(r))
+        {
+            return Err(CoreError::Invalid(format!(
+                "role {role:?}: use lower-case ASCII letters, digits, - and _"
+            )));
+        }
         if matches!(req.uses, Some(n) if n < 1) {
             return Err(CoreError::Invalid("uses must be at least 1".into()));
         }

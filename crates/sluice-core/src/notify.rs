@@ -50,7 +50,7 @@ fn chat_safe(s: &str) -> String {
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-        .replace('`', "'")
+        .replace('`', "\u{02cb}")
 }
 
 fn chat_text(n: &ReviewNotice, link_base: Option<&str>) -> String {

@@ -289,8 +289,11 @@ pub fn tally(rule: &ApprovalRule, votes: &[Vote]) -> Tally {
 pub fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
+        // Controls, and the invisible format characters (zero-width,
+        // direction marks and overrides, soft hyphen, line separators).
         let hidden = c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            || matches!(c, '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
         if hidden && c != '\n' && c != '\t' {
             out.extend(c.escape_unicode());
         } else {
@@ -298,6 +301,16 @@ pub fn printable(s: &str) -> String {
         }
     }
     out
+}
+
+/// Whether a role name is well-formed: lower-case ASCII letters, digits,
+/// `-` and `_`, at most 64 characters (so no look-alike of `read-only`).
+pub fn valid_role(role: &str) -> bool {
+    !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// The hash a deferred approval is matched by: SHA-256 over the exact bytes
@@ -349,5 +362,9 @@ mod tests {
         assert_eq!(s.rule_for(ReviewKind::Command, "staging").name, "default");
         assert_ne!(statement_hash(b"DELETE 1"), statement_hash(b"DELETE 2"));
         assert_eq!(printable("a\rb\u{202e}c\nd"), "a\\u{d}b\\u{202e}c\nd");
+        assert_eq!(printable("read-only\u{200b}"), "read-only\\u{200b}");
+        assert!(valid_role("read-only"));
+        assert!(!valid_role("re\u{430}d-only"));
+        assert!(!valid_role("Read-Only"));
     }
 }

@@ -14,8 +14,8 @@ use crate::audit::EventDraft;
 use crate::core::{Core, CoreError, SessionHandle};
 use crate::policy::{ApprovalContext, Effect, Principal};
 use crate::review::{
-    printable, statement_hash, tally, Impact, ReviewKind, ReviewMode, ReviewRecord, ReviewSettings,
-    ReviewState, Tally, Vote,
+    printable, statement_hash, tally, valid_role, Impact, ReviewKind, ReviewMode, ReviewRecord,
+    ReviewSettings, ReviewState, Tally, Vote,
 };
 use crate::store::{StoreError, TokenRecord};
 use crate::time::now_ms;
@@ -345,6 +345,12 @@ impl Core {
                 humantime::format_duration(self.max_ttl)
             )));
         }
+        if let Some(role) = req.role.as_deref().filter(|r| !valid_role(r)) {
+            return Err(CoreError::Invalid(format!(
+                "role {:?}: use lower-case ASCII letters, digits, - and _",
+                printable(role)
+            )));
+        }
         let rule = self.reviews.rule_for(ReviewKind::Access, &conn.name);
         let reason = req
             .reason
@@ -372,7 +378,7 @@ impl Core {
             policies: vec![],
             impact: None,
             session_id: None,
-            role: req.role.as_deref().map(printable),
+            role: req.role.clone(),
             duration_secs: Some(req.duration_secs),
             reason,
             rule,
@@ -503,14 +509,10 @@ impl Core {
         // Per requester (principal and agent): an agent that floods must
         // not lock its principal's own requests out.
         let requester = r.requester();
-        self.take_review_budget(&requester)?;
+        self.check_review_budget(&requester, true)?;
         if r.state == ReviewState::Pending {
-            let pending = self.store.pending_reviews_of(&r.principal, 1000).await?;
-            if pending.iter().filter(|p| p.actor == r.actor).count() >= MAX_PENDING_PER_PRINCIPAL {
-                return Err(CoreError::Invalid(format!(
-                    "{requester} already has {MAX_PENDING_PER_PRINCIPAL} reviews pending; wait for them to be decided or to expire"
-                )));
-            }
+            self.check_pending(&r.principal, &r.actor, &requester)
+                .await?;
         }
         self.store.insert_review(r).await?;
         let reason = r.reason.clone().or_else(|| Some(r.policy_reason.clone()));
@@ -519,9 +521,26 @@ impl Core {
         Ok(())
     }
 
-    /// Counts a new review against its requester's budget on this gateway:
-    /// at most [`MAX_REVIEWS_PER_MINUTE`] a minute, however they end.
-    fn take_review_budget(&self, principal: &str) -> Result<(), CoreError> {
+    /// Refuses when a requester has too many reviews pending.
+    async fn check_pending(
+        &self,
+        principal: &str,
+        actor: &Option<String>,
+        requester: &str,
+    ) -> Result<(), CoreError> {
+        let pending = self.store.pending_reviews_of(principal, 1000).await?;
+        if pending.iter().filter(|p| &p.actor == actor).count() >= MAX_PENDING_PER_PRINCIPAL {
+            return Err(CoreError::Invalid(format!(
+                "{requester} already has {MAX_PENDING_PER_PRINCIPAL} reviews pending; wait for them to be decided or to expire"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks (and with `take`, counts) a new review against its
+    /// requester's budget on this gateway: at most
+    /// [`MAX_REVIEWS_PER_MINUTE`] a minute, however they end.
+    fn check_review_budget(&self, principal: &str, take: bool) -> Result<(), CoreError> {
         let now = now_ms();
         let mut budget = self.review_budget.lock().unwrap_or_else(|p| p.into_inner());
         if budget.len() > 10_000 {
@@ -537,7 +556,9 @@ impl Core {
                 "{principal} asked for more than {MAX_REVIEWS_PER_MINUTE} reviews within a minute; try again later"
             )));
         }
-        *count += 1;
+        if take {
+            *count += 1;
+        }
         Ok(())
     }
 
@@ -676,6 +697,19 @@ impl SessionHandle {
             }
         }
         Ok(None)
+    }
+
+    /// Whether this session's requester may open another review now (its
+    /// rate and its pending reviews within their limits); the error says why.
+    pub async fn may_open_review(&self) -> Result<(), CoreError> {
+        let core = self.core();
+        let requester = match &self.actor {
+            Some(a) => format!("{} via {a}", self.principal),
+            None => self.principal.clone(),
+        };
+        core.check_review_budget(&requester, false)?;
+        core.check_pending(&self.principal, &self.actor, &requester)
+            .await
     }
 
     /// Creates a review of a command (after [`Self::existing_review`]

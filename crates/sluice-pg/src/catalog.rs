@@ -60,6 +60,8 @@ pub struct Catalog {
     cache: Mutex<HashMap<u32, (Instant, Arc<Relation>)>>,
     /// Relation name to the oids of the views (in any schema) of that name.
     views: Mutex<HashMap<String, (Instant, Vec<u32>)>>,
+    /// Impact estimates under way at once (each opens a target session).
+    estimates: tokio::sync::Semaphore,
 }
 
 impl Catalog {
@@ -70,6 +72,7 @@ impl Catalog {
             tls,
             cache: Mutex::new(HashMap::new()),
             views: Mutex::new(HashMap::new()),
+            estimates: tokio::sync::Semaphore::new(4),
         }
     }
 
@@ -329,6 +332,12 @@ impl Catalog {
     /// read-only transaction with a short statement timeout. Parse refuses
     /// more than one statement, so nothing can ride along.
     pub async fn estimate_rows(&self, sql: &str) -> Result<i64, String> {
+        // Bounded: with every slot busy there is no estimate (and so no
+        // approval by policy that needs one), rather than a queue.
+        let _slot = self
+            .estimates
+            .try_acquire()
+            .map_err(|_| "too many estimates under way".to_string())?;
         let mut begin = BytesMut::new();
         crate::wire::query(&mut begin, "BEGIN READ ONLY");
         let mut timeout = BytesMut::new();

@@ -391,6 +391,10 @@ fn capped(text: &str) -> String {
     format!("{}\n-- sluice: (text cut at {KEEP} bytes)", &text[..end])
 }
 
+/// How deep names that run names (`EXECUTE p` where p runs `EXECUTE q`)
+/// are followed.
+const MAX_NAME_DEPTH: usize = 8;
+
 /// Most statement text one session may keep prepared.
 const MAX_TRACKED_BYTES: usize = 64 * 1024 * 1024;
 
@@ -506,6 +510,20 @@ impl Guard<'_> {
         exact: Exact<'_>,
     ) -> Result<Option<Refusal>, Stop> {
         let decision = self.session.decide(&classification);
+        if matches!(decision.effect, Effect::Allow | Effect::Review)
+            && classification.effects.iter().any(|e| {
+                matches!(
+                    e,
+                    Class::Ddl | Class::Destructive | Class::Admin | Class::Unknown
+                )
+            })
+        {
+            // A new view, a renamed column: what masking looked up may
+            // change (a reviewed statement may run once approved).
+            if let Some(c) = self.catalog {
+                c.invalidate();
+            }
+        }
         if decision.effect == Effect::Review {
             match exact {
                 Exact::Approved(review) => {
@@ -515,7 +533,10 @@ impl Guard<'_> {
                     return Ok(None);
                 }
                 Exact::Bytes(bytes) => {
-                    let hash = statement_hash(bytes);
+                    // Keyed by how it arrives: the same bytes as a Query
+                    // and as a Bind are different things to approve.
+                    let keyed = [cmd.path.as_bytes(), b"\0", bytes].concat();
+                    let hash = statement_hash(&keyed);
                     let verdict = self
                         .verdict
                         .lock()
@@ -534,13 +555,17 @@ impl Guard<'_> {
                             return Ok(Some(refusal));
                         }
                         _ => {
-                            let plannable = classification
+                            // A backslash reads differently with
+                            // standard_conforming_strings off, and the
+                            // gateway's own session would plan the other reading.
+                            let plannable = (classification
                                 .effects
                                 .iter()
                                 .all(|e| !matches!(e, Class::Unknown | Class::Admin))
-                                .then(|| cmd.text.clone());
+                                && !cmd.text.contains('\\'))
+                            .then(|| cmd.text.clone());
                             return Err(Stop::Review(Box::new(ReviewAsk {
-                                exact: bytes.to_vec(),
+                                exact: keyed,
                                 display: None,
                                 classification,
                                 decision,
@@ -549,19 +574,6 @@ impl Guard<'_> {
                         }
                     }
                 }
-            }
-        }
-        if decision.effect == Effect::Allow
-            && classification.effects.iter().any(|e| {
-                matches!(
-                    e,
-                    Class::Ddl | Class::Destructive | Class::Admin | Class::Unknown
-                )
-            })
-        {
-            // A new view, a renamed column: what masking looked up may change.
-            if let Some(c) = self.catalog {
-                c.invalidate();
             }
         }
         let refusal = match decision.effect {
@@ -605,10 +617,7 @@ fn decode_client_message(
         b'Q' => {
             let (text, _) = cstr(body).ok_or_else(|| bad("Query"))?;
             let classified = guard.classify(text, st.unsafe_encoding);
-            let classification = classified.resolve_in(
-                |n| st.prepared.get(n).map(|p| &*p.classification),
-                |n| st.portals.get(n).map(|p| &*p.classification),
-            );
+            let classification = st.resolve_now(&classified, 0);
             let mut cmd = command("simple", text.to_string());
             let masker = &guard.session.core().masking().masker;
             let (exact, display) = st.review_subject(masker, text, &classified);
@@ -640,6 +649,7 @@ fn decode_client_message(
         }
         b'P' => {
             let (name, rest) = cstr(body).ok_or_else(|| bad("Parse"))?;
+            let name = server_name(name)?;
             let (text, _) = cstr(rest).ok_or_else(|| bad("Parse"))?;
             let classified = guard.classify(text, st.unsafe_encoding);
             let classification =
@@ -671,7 +681,9 @@ fn decode_client_message(
         }
         b'B' => {
             let (portal, rest) = cstr(body).ok_or_else(|| bad("Bind"))?;
+            let portal = server_name(portal)?;
             let (stmt, rest) = cstr(rest).ok_or_else(|| bad("Bind"))?;
+            let stmt = server_name(stmt)?;
             let statement = st.prepared.get(stmt).cloned().unwrap_or_else(|| {
                 Prepared::unknown(format!("unknown prepared statement {stmt:?}"))
             });
@@ -733,6 +745,7 @@ fn decode_client_message(
         }
         b'E' => {
             let (portal, _) = cstr(body).ok_or_else(|| bad("Execute"))?;
+            let portal = server_name(portal)?;
             let prepared = st
                 .portals
                 .get(portal)
@@ -778,6 +791,7 @@ fn decode_client_message(
         b'C' => {
             let (&what, rest) = body.split_first().ok_or_else(|| bad("Close"))?;
             let (name, _) = cstr(rest).ok_or_else(|| bad("Close"))?;
+            let name = server_name(name)?;
             let undo = match what {
                 b'S' => Undo::Statement(name.to_string(), st.prepared.remove(name)),
                 _ => Undo::Portal(name.to_string(), st.portals.remove(name)),
@@ -788,6 +802,7 @@ fn decode_client_message(
         b'D' => {
             let (&what, rest) = body.split_first().ok_or_else(|| bad("Describe"))?;
             let (name, _) = cstr(rest).ok_or_else(|| bad("Describe"))?;
+            let name = server_name(name)?;
             let described = match what {
                 b'S' => st.prepared.get(name),
                 _ => st.portals.get(name),
@@ -921,6 +936,29 @@ fn bind_display(masker: &Masker, text: &str, rest: &[u8]) -> String {
     )
 }
 
+/// NAMEDATALEN - 1: how many bytes of a statement or portal name the
+/// server keeps.
+const MAX_NAME_BYTES: usize = 63;
+
+/// The name the server knows a protocol-level statement or portal by: it
+/// keeps only the first 63 bytes (of the name converted to its encoding),
+/// so two names that differ after that are one name there. An ASCII name
+/// is cut as the server cuts it; a non-ASCII one long enough to reach the
+/// limit once converted is refused, since the gateway could not tell which
+/// name the server means.
+fn server_name(name: &str) -> Result<&str, String> {
+    if name.is_ascii() {
+        Ok(&name[..name.len().min(MAX_NAME_BYTES)])
+    } else if name.len() * 4 <= MAX_NAME_BYTES {
+        Ok(name)
+    } else {
+        Err(format!(
+            "a statement or portal name of {} bytes with non-ASCII characters: the server may shorten it, so the gateway cannot follow it; use an ASCII name or one of at most 15 bytes",
+            name.len()
+        ))
+    }
+}
+
 /// A new stand-in name for a refused command: a portal or statement name
 /// no client can know, so using it fails on the server.
 fn stand_in_name() -> String {
@@ -942,26 +980,44 @@ impl ClientState {
         classified: &Classified,
     ) -> (Vec<u8>, Option<String>) {
         let mut exact = text.as_bytes().to_vec();
-        let mut display = crate::shown::statement(masker, text);
+        let mut display = crate::shown::statement(masker, text, &classified.classification);
+        self.add_definitions(masker, classified, 0, &mut exact, &mut display);
+        (exact, display)
+    }
+
+    /// Appends, recursively, the definitions of the names `classified`
+    /// runs to a review's subject.
+    fn add_definitions(
+        &self,
+        masker: &Masker,
+        classified: &Classified,
+        depth: usize,
+        exact: &mut Vec<u8>,
+        display: &mut Option<String>,
+    ) {
         for (verb, names, defined) in [
             ("EXECUTE", &classified.executes, &self.prepared),
             ("FETCH", &classified.fetches, &self.portals),
         ] {
             for name in names {
-                let def = defined
-                    .get(name)
-                    .map_or("(not known to the gateway)", |p| &*p.text);
-                for part in [verb.as_bytes(), name.as_bytes(), def.as_bytes()] {
+                let def = defined.get(name);
+                let text = def.map_or("(not known to the gateway)", |p| &*p.text);
+                for part in [verb.as_bytes(), name.as_bytes(), text.as_bytes()] {
                     exact.push(0);
                     exact.extend_from_slice(part);
                 }
-                let shown = crate::shown::statement(masker, &capped(def));
-                display = display
+                let shown = def.and_then(|p| {
+                    crate::shown::statement(masker, &capped(text), &p.classification)
+                });
+                *display = display
+                    .take()
                     .zip(shown)
                     .map(|(d, s)| format!("{d}\n-- {verb} {name:?} runs: {s}"));
+                if let Some(p) = def.filter(|_| depth + 1 < MAX_NAME_DEPTH) {
+                    self.add_definitions(masker, &p.classified, depth + 1, exact, display);
+                }
             }
         }
-        (exact, display)
     }
 
     /// What running a prepared statement (or portal) does: its own
@@ -971,13 +1027,45 @@ impl ClientState {
         if p.classified.executes.is_empty() && p.classified.fetches.is_empty() {
             return p.classification.clone();
         }
-        let now = p.classified.resolve_in(
-            |n| self.prepared.get(n).map(|p| &*p.classification),
-            |n| self.portals.get(n).map(|p| &*p.classification),
-        );
+        let now = self.resolve_now(&p.classified, 0);
         let mut both = (*p.classification).clone();
         both.merge(&now);
         Arc::new(both)
+    }
+
+    /// What running `classified` does, with the names it runs (`EXECUTE
+    /// p`, `FETCH c`) resolved against their definitions now, and the names
+    /// those run in turn: a statement that executes another keeps nothing
+    /// of what that one meant when it was prepared. Too deep (or a cycle)
+    /// is unknown.
+    fn resolve_now(&self, classified: &Classified, depth: usize) -> Arc<Classification> {
+        if classified.executes.is_empty() && classified.fetches.is_empty() {
+            return classified.classification.clone();
+        }
+        let mut c = (*classified.classification).clone();
+        if depth >= MAX_NAME_DEPTH {
+            c.merge(&Classification::unknown(
+                "names that run names, nested too deep to follow",
+            ));
+            return Arc::new(c);
+        }
+        for (names, defined, verb) in [
+            (&classified.executes, &self.prepared, "EXECUTE"),
+            (&classified.fetches, &self.portals, "FETCH from"),
+        ] {
+            for name in names {
+                match defined.get(name) {
+                    Some(p) => {
+                        c.merge(&p.classification);
+                        c.merge(&self.resolve_now(&p.classified, depth + 1));
+                    }
+                    None => c.merge(&Classification::unknown(format!(
+                        "{verb} {name}: nothing of that name is known in this session"
+                    ))),
+                }
+            }
+        }
+        Arc::new(c)
     }
 
     /// Applies a Parse, Bind or Close here; the op makes the server's
@@ -1536,8 +1624,13 @@ async fn review_verdict<R: AsyncRead + Unpin>(
 ) -> Result<Verdict, String> {
     let session = guard.session;
     let hash = statement_hash(&ask.exact);
-    let earlier = session.existing_review(&ask.exact).await;
-    // The estimate costs a session on the target: only for a new review.
+    let mut earlier = session.existing_review(&ask.exact).await;
+    if let Ok(None) = earlier {
+        // Refused before the estimate, which costs a session on the target.
+        if let Err(e) = session.may_open_review().await {
+            earlier = Err(e);
+        }
+    }
     let impact = match (&ask.plannable, guard.catalog, &earlier) {
         (Some(text), Some(catalog), Ok(None)) => {
             catalog.estimate_rows(text).await.ok().map(|n| Impact {

@@ -411,6 +411,7 @@ impl PgStore {
         tokio::spawn(async move {
             let mut pause = std::time::Duration::from_millis(500);
             loop {
+                let started = std::time::Instant::now();
                 let result = match &target.tls {
                     Some(tls) => match target.config.connect(tls.clone()).await {
                         Ok((client, conn)) => listen_on(client, conn, &tx).await,
@@ -425,6 +426,10 @@ impl PgStore {
                     tracing::warn!(error = %e, "review notifications interrupted; reconnecting");
                 }
                 let _ = tx.send("*".into());
+                if started.elapsed() > std::time::Duration::from_secs(60) {
+                    // It had been listening fine: a new outage starts small.
+                    pause = std::time::Duration::from_millis(500);
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(10));
             }
