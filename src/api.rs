@@ -64,6 +64,7 @@ pub fn router(core: Arc<Core>, tools: Arc<MaskTools>) -> Router {
         .layer(Extension(tools))
         .layer(middleware::from_fn_with_state(core.clone(), require_admin))
         .merge(crate::api_reviews::router(core.clone()))
+        .merge(crate::api_identity::router(core.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(core)
 }

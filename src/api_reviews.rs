@@ -37,7 +37,11 @@ pub fn router(core: Arc<Core>) -> Router<Arc<Core>> {
         .layer(middleware::from_fn_with_state(core, require_caller))
 }
 
-async fn require_caller(State(core): State<Arc<Core>>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn require_caller(
+    State(core): State<Arc<Core>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)

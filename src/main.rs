@@ -1,6 +1,7 @@
 //! `sluice`: the gateway and its command-line client.
 
 mod api;
+mod api_identity;
 mod api_reviews;
 mod client;
 mod config;
@@ -137,9 +138,10 @@ enum TokenCmd {
         /// Connection the token opens (repeat for several).
         #[arg(long = "connection", required_unless_present = "api")]
         connections: Vec<String>,
-        /// Issue an API credential for the principal (to approve reviews and
-        /// request access) instead of a connection token.
-        #[arg(long, conflicts_with = "connections")]
+        /// Issue an API credential for the principal (to approve reviews,
+        /// request access, and delegate the connections given) instead of
+        /// a connection token.
+        #[arg(long)]
         api: bool,
         /// A narrower role: read-only, or a name policies read as context.role.
         #[arg(long)]
@@ -150,6 +152,25 @@ enum TokenCmd {
         /// Number of connections it may open.
         #[arg(long)]
         uses: Option<i64>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Mint a token for an agent acting for you (your credential in
+    /// SLUICE_TOKEN): never more connections, a longer life or a wider
+    /// role than yours; revoking yours revokes it.
+    Delegate {
+        /// The agent, as agent:NAME.
+        #[arg(long)]
+        actor: String,
+        /// Connection it opens (repeat for several); yours must hold it.
+        #[arg(long = "connection", required = true)]
+        connections: Vec<String>,
+        /// Lifetime, cut to your credential's.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// Reads only.
+        #[arg(long)]
+        read_only: bool,
         #[command(flatten)]
         out: JsonFlag,
     },
@@ -380,6 +401,37 @@ async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
                             .collect::<Vec<_>>()
                             .join(","))
                         .unwrap_or_default(),
+                    rec["expires_at"]
+                        .as_i64()
+                        .map(format_ms)
+                        .unwrap_or_default()
+                );
+                println!("{}", s(&resp, "token"));
+            }
+        }
+        TokenCmd::Delegate {
+            actor,
+            connections,
+            ttl,
+            read_only,
+            out,
+        } => {
+            let resp = api
+                .post(
+                    "/v1/tokens/delegate",
+                    &json!({"actor": actor, "connections": connections,
+                            "ttl_secs": ttl.as_secs(), "read_only": read_only}),
+                )
+                .await?;
+            if out.json {
+                print_json(&resp);
+            } else {
+                let rec = &resp["record"];
+                eprintln!(
+                    "token {} for {} acting for {} expires {} (shown once)",
+                    s(rec, "id"),
+                    s(rec, "actor"),
+                    s(rec, "principal"),
                     rec["expires_at"]
                         .as_i64()
                         .map(format_ms)

@@ -250,11 +250,7 @@ impl Core {
         if req.connections.is_empty() && !req.api {
             return Err(CoreError::Invalid("name at least one connection".into()));
         }
-        if req.api && !req.connections.is_empty() {
-            return Err(CoreError::Invalid(
-                "an API credential opens no connection: drop the connections".into(),
-            ));
-        }
+
         for c in &req.connections {
             if !self.connections.contains_key(c) {
                 let known: Vec<&str> = self.connections.keys().map(String::as_str).collect();
@@ -297,6 +293,7 @@ impl Core {
             revoked_at: None,
             created_by: Some(issued_by.to_string()),
             role: req.role.clone(),
+            parent: None,
         };
         self.store.insert_token(rec.clone()).await?;
         let mut ev = EventDraft::new(
@@ -326,6 +323,7 @@ impl Core {
             revoked_at: None,
             created_by: None,
             role: None,
+            parent: None,
         };
         self.store.insert_token(rec.clone()).await?;
         let mut ev = EventDraft::new("admin.credential.created", json!({"token_id": rec.id}));
@@ -379,6 +377,25 @@ impl Core {
         ev.principal = Some(rec.principal);
         ev.actor = rec.actor;
         self.record(ev).await?;
+        // Everything delegated from it goes with it, however deep.
+        let mut pending = vec![id.to_string()];
+        while let Some(parent) = pending.pop() {
+            for child in self.store.children_of(&parent).await? {
+                if self.store.revoke_token(&child, now_ms()).await? {
+                    let _ = self.revocations.send(child.clone());
+                    let mut ev = EventDraft::new(
+                        "token.revoked",
+                        json!({"token_id": child, "revoked_by": by, "because_revoked": parent}),
+                    );
+                    if let Some(c) = self.store.token_by_id(&child).await? {
+                        ev.principal = Some(c.principal);
+                        ev.actor = c.actor;
+                    }
+                    self.record(ev).await?;
+                    pending.push(child);
+                }
+            }
+        }
         Ok(())
     }
 

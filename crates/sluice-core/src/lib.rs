@@ -6,6 +6,7 @@ pub mod audit;
 pub mod command;
 pub mod connection;
 pub mod core;
+pub mod delegation;
 pub mod detect;
 pub mod journal;
 pub mod mask;

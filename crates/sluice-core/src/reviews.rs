@@ -465,6 +465,7 @@ impl Core {
             revoked_at: None,
             created_by: Some(format!("review:{id}")),
             role: r.role.clone(),
+            parent: None,
         };
         self.store.insert_token(rec.clone()).await?;
         let claimed = self

@@ -91,6 +91,9 @@ pub struct TokenRecord {
     /// A narrower role on the connection (`read-only`, or a name policy reads).
     #[serde(default)]
     pub role: Option<String>,
+    /// The token this one was delegated from; revoking that revokes this.
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 /// One session through the gateway.
@@ -215,6 +218,11 @@ impl Store {
     /// Takes one use of a use-limited token; false if none is left.
     pub async fn consume_token_use(&self, id: &str) -> Result<bool, StoreError> {
         dispatch!(self, s => s.consume_token_use(id.to_string()).await)
+    }
+
+    /// Ids of the live tokens delegated from `id`.
+    pub async fn children_of(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.children_of(id.to_string()).await)
     }
 
     /// Ids of tokens revoked at or after `since` (Unix ms).
@@ -381,7 +389,7 @@ impl Store {
 pub(crate) const CHAIN_FIELDS: &str =
     "seq, ts, session_id, kind, principal, actor, connection, data, prev_hash, hash";
 pub(crate) const TOKEN_FIELDS: &str =
-    "id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role";
+    "id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role, parent";
 pub(crate) const SESSION_FIELDS: &str =
     "id, token_id, principal, actor, connection, protocol, client_addr, started_at, ended_at, bytes_in, bytes_out, outcome";
 
@@ -469,6 +477,10 @@ CREATE TABLE reviews (
 CREATE INDEX reviews_state ON reviews (state, expires_at);
 CREATE INDEX reviews_statement ON reviews (principal, connection, statement_hash);
 "#,
+    r#"
+ALTER TABLE tokens ADD COLUMN parent TEXT;
+CREATE INDEX tokens_parent ON tokens (parent);
+"#,
 ];
 
 /// Builds the WHERE clause of a session listing with `$n` placeholders;
@@ -548,7 +560,7 @@ pub(crate) fn chain_batch(mut seq: i64, mut prev: String, drafts: &[EventDraft])
 }
 
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, ts, session_id, kind, principal, actor, connection, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role, parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 pub(crate) const INSERT_REVIEW: &str = "INSERT INTO reviews (id, kind, state, principal, connection, statement_hash, created_at, expires_at, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 pub(crate) const UPDATE_REVIEW: &str = "UPDATE reviews SET state = $3, expires_at = $4, version = $5, body = $6 WHERE id = $1 AND version = $2";
 pub(crate) const REVIEW_BY_ID: &str = "SELECT body FROM reviews WHERE id = $1";
@@ -566,6 +578,8 @@ pub(crate) const REVOKE_TOKEN: &str =
 pub(crate) const CONSUME_USE: &str =
     "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = $1 AND (uses_left IS NULL OR uses_left > 0)";
 pub(crate) const REVOKED_SINCE: &str = "SELECT id FROM tokens WHERE revoked_at >= $1";
+pub(crate) const CHILDREN_OF: &str =
+    "SELECT id FROM tokens WHERE parent = $1 AND revoked_at IS NULL";
 pub(crate) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 
 pub(crate) const UPSERT_JOURNAL: &str = "INSERT INTO journal_positions (gateway, segment, pos) VALUES ($1, $2, $3) ON CONFLICT (gateway) DO UPDATE SET segment = excluded.segment, pos = excluded.pos";

@@ -136,6 +136,7 @@ fn token_from_row(r: &Row) -> TokenRecord {
         revoked_at: r.get(9),
         created_by: r.get(10),
         role: r.get(11),
+        parent: r.get(12),
     }
 }
 
@@ -296,6 +297,7 @@ impl PgStore {
                     &t.revoked_at,
                     &t.created_by,
                     &t.role,
+                    &t.parent,
                 ],
             )
             .await?;
@@ -332,6 +334,10 @@ impl PgStore {
 
     pub(super) async fn consume_token_use(&self, id: String) -> Result<bool, StoreError> {
         Ok(self.client().await?.execute(CONSUME_USE, &[&id]).await? == 1)
+    }
+
+    pub(super) async fn children_of(&self, id: String) -> Result<Vec<String>, StoreError> {
+        self.rows(CHILDREN_OF, &[&id], |r| r.get(0)).await
     }
 
     pub(super) async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {

@@ -62,6 +62,7 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         revoked_at: r.get(9)?,
         created_by: r.get(10)?,
         role: r.get(11)?,
+        parent: r.get(12)?,
     })
 }
 
@@ -200,7 +201,8 @@ impl SqliteStore {
                     t.uses_left,
                     t.revoked_at,
                     t.created_by,
-                    t.role
+                    t.role,
+                    t.parent
                 ],
             )
             .map(|_| ())
@@ -250,6 +252,15 @@ impl SqliteStore {
     pub(super) async fn consume_token_use(&self, id: String) -> Result<bool, StoreError> {
         self.call(move |c| c.execute(&q(CONSUME_USE), params![id]).map(|n| n == 1))
             .await
+    }
+
+    pub(super) async fn children_of(&self, id: String) -> Result<Vec<String>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare_cached(&q(CHILDREN_OF))?;
+            let rows = st.query_map([id], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
     }
 
     pub(super) async fn revoked_since(&self, since: i64) -> Result<Vec<String>, StoreError> {
