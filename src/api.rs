@@ -50,7 +50,11 @@ impl From<CoreError> for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Builds the router.
-pub fn router(core: Arc<Core>, tools: Arc<MaskTools>) -> Router {
+pub fn router(
+    core: Arc<Core>,
+    tools: Arc<MaskTools>,
+    exchange: Arc<crate::api_identity::Exchange>,
+) -> Router {
     Router::new()
         .route("/v1/mask/test", post(mask_test))
         .route("/v1/mask/scan", post(mask_scan))
@@ -64,7 +68,7 @@ pub fn router(core: Arc<Core>, tools: Arc<MaskTools>) -> Router {
         .layer(Extension(tools))
         .layer(middleware::from_fn_with_state(core.clone(), require_admin))
         .merge(crate::api_reviews::router(core.clone()))
-        .merge(crate::api_identity::router(core.clone()))
+        .merge(crate::api_identity::router(core.clone(), exchange))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(core)
 }

@@ -42,6 +42,42 @@ impl ApiClient {
         })
     }
 
+    /// A client without a credential, for the one route that takes none
+    /// (token exchange: the subject token is the credential).
+    pub fn anonymous(cfg: &Config) -> ApiClient {
+        let base = match std::env::var("SLUICE_URL") {
+            Ok(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
+            _ => format!("http://{}", cfg.gateway.api_listen),
+        };
+        ApiClient {
+            base,
+            token: String::new(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// POST a form (OAuth endpoints); errors carry the OAuth description.
+    pub async fn post_form(&self, path: &str, form: &[(&str, String)]) -> Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot reach the gateway API at {}: {e}", self.base))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = body
+                .get("error_description")
+                .or_else(|| body.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or("request failed");
+            bail!("{msg} (HTTP {})", status.as_u16());
+        }
+        Ok(body)
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
         let resp = req
             .bearer_auth(&self.token)

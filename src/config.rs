@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use sluice_core::detect::{Checksum, CustomDetector, Detectors, Kind};
+use sluice_core::identity::TrustRule;
 use sluice_core::mask::{Masker, Style};
 use sluice_core::masking::{ColumnRule, Masking};
 use sluice_core::review::{ApprovalRule, ReviewKind, ReviewMode, ReviewSettings};
@@ -29,6 +30,8 @@ pub struct Config {
     pub masking: MaskingSection,
     #[serde(default)]
     pub reviews: ReviewsSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
     /// Where the file was read from; relative paths resolve against its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -121,6 +124,59 @@ impl Default for ReviewsSection {
             webhooks: vec![],
         }
     }
+}
+
+/// `[identity]`: identity providers whose tokens sluice verifies, and the
+/// rules that turn workload tokens into sluice tokens.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    #[serde(default)]
+    pub issuers: Vec<IssuerSection>,
+    #[serde(default)]
+    pub trust: Vec<TrustSection>,
+}
+
+/// `[[identity.issuers]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSection {
+    pub name: String,
+    /// The `iss` its tokens carry; discovery starts there.
+    pub issuer: String,
+    /// The `aud` its tokens must carry for sluice.
+    pub audience: String,
+    /// Where its keys are, if not found by discovery.
+    pub jwks_uri: Option<String>,
+}
+
+/// `[[identity.trust]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    pub name: String,
+    /// An `[[identity.issuers]]` name.
+    pub issuer: String,
+    /// `workload:...`, with `{claim}` placeholders.
+    pub principal: String,
+    pub connections: Vec<String>,
+    #[serde(default = "default_trust_ttl", with = "humantime_serde_compat")]
+    pub max_ttl: Duration,
+    /// Claim name to a value or a list of values (globs).
+    #[serde(default)]
+    pub claims: BTreeMap<String, OneOrMany>,
+}
+
+fn default_trust_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+/// A value or a list of values.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `[[reviews.rules]]`
@@ -490,6 +546,66 @@ impl Config {
             approval_ttl: self.reviews.approval_ttl,
             mode: self.reviews.mode,
         })
+    }
+
+    /// The trusted issuers and the trust rules, checked.
+    pub fn identity(&self) -> Result<(Vec<crate::oidc::Issuer>, Vec<TrustRule>)> {
+        let mut issuers = Vec::new();
+        for (i, s) in self.identity.issuers.iter().enumerate() {
+            let at = format!("{}: identity.issuers[{i}] ({:?})", self.source, s.name);
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| s.issuer.starts_with(p));
+            if !s.issuer.starts_with("https://") && !loopback {
+                bail!("{at}: issuer must be an https:// URL");
+            }
+            if s.audience.is_empty() {
+                bail!("{at}: audience must not be empty");
+            }
+            issuers.push(crate::oidc::Issuer {
+                name: s.name.clone(),
+                issuer: s.issuer.clone(),
+                audience: s.audience.clone(),
+                jwks_uri: s.jwks_uri.clone(),
+            });
+        }
+        let mut rules = Vec::new();
+        for (i, t) in self.identity.trust.iter().enumerate() {
+            let at = format!("{}: identity.trust[{i}] ({:?})", self.source, t.name);
+            if !issuers.iter().any(|s| s.name == t.issuer) {
+                bail!("{at}: issuer: no [[identity.issuers]] named {:?}", t.issuer);
+            }
+            if !t.principal.starts_with("workload:") {
+                bail!("{at}: principal must start with \"workload:\" (workload identities never pass for people)");
+            }
+            for c in &t.connections {
+                if !self.connections.iter().any(|k| &k.name == c) {
+                    bail!("{at}: connections: no connection {c:?}");
+                }
+            }
+            if t.max_ttl.is_zero() || t.max_ttl > self.gateway.max_token_ttl {
+                bail!("{at}: max_ttl must be between 1s and gateway.max_token_ttl");
+            }
+            rules.push(TrustRule {
+                name: t.name.clone(),
+                issuer: t.issuer.clone(),
+                claims: t
+                    .claims
+                    .iter()
+                    .map(|(k, v)| {
+                        let values = match v {
+                            OneOrMany::One(s) => vec![s.clone()],
+                            OneOrMany::Many(l) => l.clone(),
+                        };
+                        (k.clone(), values)
+                    })
+                    .collect(),
+                principal: t.principal.clone(),
+                connections: t.connections.clone(),
+                max_ttl: t.max_ttl,
+            });
+        }
+        Ok((issuers, rules))
     }
 
     /// The webhooks with their signing keys read.

@@ -41,6 +41,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     .await
     .context("cannot open the audit journal")?;
     let pg_functions = cfg.pg_functions()?;
+    let (issuers, trust) = cfg.identity()?;
     let core = Core::new(
         store,
         journal,
@@ -110,7 +111,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     tokio::spawn(pg.clone().serve(pg_listener));
     tokio::spawn(reload_policy_on_sighup(core.clone()));
     let tools = Arc::new(pg.mask_tools());
-    let api = axum::serve(api_listener, crate::api::router(core.clone(), tools));
+    let exchange = Arc::new(crate::api_identity::Exchange {
+        verifier: crate::oidc::Verifier::new(issuers),
+        rules: trust,
+    });
+    let api = axum::serve(
+        api_listener,
+        crate::api::router(core.clone(), tools, exchange),
+    );
     tokio::select! {
         r = api => r.context("API server failed")?,
         _ = shutdown_signal() => tracing::info!("shutting down"),

@@ -6,6 +6,7 @@ mod api_reviews;
 mod client;
 mod config;
 mod gateway;
+mod oidc;
 mod policy_cli;
 mod reviews_cli;
 mod webhooks;
@@ -174,6 +175,23 @@ enum TokenCmd {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// Trade a workload's OIDC token (a CI job's) for a sluice token
+    /// (OAuth 2.0 Token Exchange); needs no sluice credential. The token is
+    /// printed on stdout.
+    Exchange {
+        /// File holding the subject token (a JWT), such as the one GitHub
+        /// Actions hands the job.
+        #[arg(long)]
+        subject_token_file: PathBuf,
+        /// The connection wanted; all the trust rule grants when absent.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Lifetime wanted, cut to the rule's longest.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
     /// List live tokens (never their values).
     List {
         /// Include expired and revoked tokens.
@@ -301,6 +319,56 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
         }
         _ => {}
     }
+    if let Cmd::Token(TokenCmd::Exchange {
+        subject_token_file,
+        connection,
+        ttl,
+        out,
+    }) = cli.command
+    {
+        let subject = std::fs::read_to_string(&subject_token_file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", subject_token_file.display()))?;
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange".to_string(),
+            ),
+            ("subject_token", subject.trim().to_string()),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:jwt".to_string(),
+            ),
+        ];
+        if let Some(c) = connection {
+            form.push(("resource", c));
+        }
+        if let Some(t) = ttl {
+            form.push(("ttl", t.as_secs().to_string()));
+        }
+        let resp = ApiClient::anonymous(&cfg)
+            .post_form("/v1/token/exchange", &form)
+            .await?;
+        if out.json {
+            print_json(&resp);
+        } else {
+            eprintln!(
+                "token {} for {} on {} for {}s (shown once)",
+                s(&resp, "sluice_token_id"),
+                s(&resp, "principal"),
+                resp["connections"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default(),
+                resp["expires_in"]
+            );
+            println!("{}", s(&resp, "access_token"));
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let api = ApiClient::from_env_or_config(&cfg)?;
     match cli.command {
         Cmd::Gateway | Cmd::Policy(PolicyCmd::Check { .. } | PolicyCmd::Test { .. }) => {
@@ -409,6 +477,7 @@ async fn token(api: &ApiClient, cmd: TokenCmd) -> Result<()> {
                 println!("{}", s(&resp, "token"));
             }
         }
+        TokenCmd::Exchange { .. } => unreachable!("handled before a credential is needed"),
         TokenCmd::Delegate {
             actor,
             connections,

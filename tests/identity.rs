@@ -211,3 +211,266 @@ fn delegated_tokens_are_never_wider_or_longer_and_die_with_their_delegator() {
         stderr(&ro_after)
     );
 }
+
+/// A test identity provider on a loopback port: discovery, a JWKS whose
+/// keys the test rotates, and ES256 signing.
+struct Idp {
+    issuer: String,
+    keys: std::sync::Arc<
+        std::sync::Mutex<Vec<(String, jsonwebtoken::EncodingKey, serde_json::Value)>>,
+    >,
+}
+
+impl Idp {
+    fn start() -> Idp {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let keys: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let (published, iss) = (keys.clone(), issuer.clone());
+        std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader, Write};
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let body = match path.as_str() {
+                    "/.well-known/openid-configuration" => serde_json::json!({
+                        "issuer": iss, "jwks_uri": format!("{iss}/jwks"),
+                        "id_token_signing_alg_values_supported": ["ES256"],
+                    }),
+                    "/jwks" => {
+                        let keys: Vec<serde_json::Value> = published
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .map(
+                                |(_, _, jwk): &(
+                                    String,
+                                    jsonwebtoken::EncodingKey,
+                                    serde_json::Value,
+                                )| jwk.clone(),
+                            )
+                            .collect();
+                        serde_json::json!({ "keys": keys })
+                    }
+                    _ => serde_json::json!({}),
+                }
+                .to_string();
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Idp { issuer, keys }
+    }
+
+    /// A new signing key (published unless `publish` is false).
+    fn new_key(&self, kid: &str, publish: bool) -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+        use base64::Engine;
+        let kp = rcgen::KeyPair::generate().unwrap();
+        let raw = kp.public_key_raw();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+                                     "kid": kid, "use": "sig", "alg": "ES256"});
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+        if publish {
+            self.keys
+                .lock()
+                .unwrap()
+                .push((kid.to_string(), key.clone(), jwk.clone()));
+        }
+        (key, jwk)
+    }
+
+    fn sign(
+        &self,
+        key: &jsonwebtoken::EncodingKey,
+        kid: &str,
+        claims: &serde_json::Value,
+    ) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    }
+
+    /// Claims shaped like a GitHub Actions OIDC token's.
+    fn github_claims(&self, git_ref: &str) -> serde_json::Value {
+        let now = sluice_core::time::now_ms() / 1000;
+        serde_json::json!({
+            "iss": self.issuer, "aud": "sluice", "jti": format!("j-{now}-{}", rand::random::<u32>()),
+            "sub": format!("repo:acme/shop:ref:{git_ref}"),
+            "repository": "acme/shop", "repository_owner": "acme", "repository_id": "42",
+            "ref": git_ref, "ref_type": "branch", "sha": "0123456789abcdef",
+            "environment": "prod", "workflow": "deploy", "event_name": "push",
+            "job_workflow_ref": format!("acme/shop/.github/workflows/deploy.yml@{git_ref}"),
+            "run_id": "7", "run_attempt": "1", "actor": "octocat", "runner_environment": "github-hosted",
+            "iat": now, "nbf": now - 5, "exp": now + 300,
+        })
+    }
+}
+
+fn exchange(gw: &Gateway, jwt: &str, connection: &str) -> Output {
+    let file = gw.dir.path().join(format!("jwt-{}", rand::random::<u32>()));
+    std::fs::write(&file, jwt).unwrap();
+    gw.cli(&[
+        "token",
+        "exchange",
+        "--subject-token-file",
+        file.to_str().unwrap(),
+        "--connection",
+        connection,
+    ])
+}
+
+#[test]
+fn ci_jobs_trade_their_oidc_token_for_a_sluice_token_under_trust_rules() {
+    let target = PgServer::start(Auth::Scram, false);
+    let idp = Idp::start();
+    let gw = Gateway::start(
+        "",
+        "",
+        &format!(
+            "{}{}\n[[identity.issuers]]\nname = \"github\"\nissuer = \"{}\"\naudience = \"sluice\"\n\n\
+             [[identity.trust]]\nname = \"shop-deploys\"\nissuer = \"github\"\n\
+             principal = \"workload:github:{{repository}}\"\nconnections = [\"shop\"]\nmax_ttl = \"10m\"\n\
+             [identity.trust.claims]\nrepository = \"acme/shop\"\nref = [\"refs/heads/main\", \"refs/tags/v*\"]\n\
+             environment = \"prod\"\njob_workflow_ref = \"acme/shop/.github/workflows/deploy.yml@*\"\n",
+            connection_toml("shop", &target, "prefer", "env = \"dev\""),
+            connection_toml("other", &target, "prefer", "env = \"dev\""),
+            idp.issuer
+        ),
+    );
+    let (key1, _) = idp.new_key("k1", true);
+
+    // A GitHub-shaped token from main: a token for the shop connection, used with psql.
+    let jwt = idp.sign(&key1, "k1", &idp.github_claims("refs/heads/main"));
+    let out = exchange(&gw, &jwt, "shop");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let info = gw.conninfo("shop", "workload:github:acme/shop", &token);
+    assert_eq!(psql_ok(&info, "SELECT count(*) FROM orders").trim(), "100");
+    let issued = gw.cli_json(&["token", "list"]);
+    let rec = issued
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["principal"] == "workload:github:acme/shop")
+        .unwrap()
+        .clone();
+    assert_eq!(rec["created_by"], "exchange:github/shop-deploys");
+    let lifetime = rec["expires_at"].as_i64().unwrap() - rec["created_at"].as_i64().unwrap();
+    assert!(
+        lifetime <= 600_000,
+        "at most the rule's max_ttl: {lifetime}"
+    );
+
+    // Every way a token can be wrong is refused, with a reason for the job's log.
+    let refused = |jwt: &str, connection: &str, says: &str| {
+        let out = exchange(&gw, jwt, connection);
+        assert!(!out.status.success(), "accepted: {says}");
+        assert!(stderr(&out).contains(says), "{says}: {}", stderr(&out));
+    };
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = idp.github_claims("refs/heads/main");
+        f(&mut c);
+        idp.sign(&key1, "k1", &c)
+    };
+    let now = sluice_core::time::now_ms() / 1000;
+    refused(
+        &with(&|c| c["iss"] = "https://evil.example".into()),
+        "shop",
+        "is not trusted",
+    );
+    refused(
+        &with(&|c| c["aud"] = "someone-else".into()),
+        "shop",
+        "audience",
+    );
+    refused(&with(&|c| c["exp"] = (now - 120).into()), "shop", "expired");
+    refused(
+        &with(&|c| c["nbf"] = (now + 600).into()),
+        "shop",
+        "not valid yet",
+    );
+    refused(
+        &with(&|c| c["ref"] = "refs/heads/feature".into()),
+        "shop",
+        "ref is \"refs/heads/feature\"",
+    );
+    refused(
+        &with(&|c| c["environment"] = "dev".into()),
+        "shop",
+        "environment is \"dev\"",
+    );
+    refused(&jwt, "other", "does not grant connection \"other\"");
+    // Tampered: a claim changed under the original signature.
+    let mut parts: Vec<String> = jwt.split('.').map(str::to_string).collect();
+    {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
+        c["repository"] = "acme/other".into();
+        parts[1] = b64.encode(c.to_string());
+    }
+    refused(&parts.join("."), "shop", "signature does not verify");
+    // alg none, and HMAC keyed with the public key.
+    {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = b64.encode(idp.github_claims("refs/heads/main").to_string());
+        let none = format!(
+            "{}.{claims}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#)
+        );
+        refused(&none, "shop", "not a signed JWT");
+        let jwk = idp.keys.lock().unwrap()[0].2.clone();
+        let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        hs.kid = Some("k1".into());
+        let forged = jsonwebtoken::encode(
+            &hs,
+            &idp.github_claims("refs/heads/main"),
+            &jsonwebtoken::EncodingKey::from_secret(jwk.to_string().as_bytes()),
+        )
+        .unwrap();
+        refused(&forged, "shop", "is not accepted");
+    }
+    // A key the provider never published.
+    let (rogue, _) = idp.new_key("rogue", false);
+    refused(
+        &idp.sign(&rogue, "rogue", &idp.github_claims("refs/heads/main")),
+        "shop",
+        "is not among",
+    );
+
+    // Rotation: the provider publishes k2 and drops k1; the gateway fetches
+    // the new set when it meets k2, and k1 stops working.
+    std::thread::sleep(Duration::from_millis(2100));
+    idp.keys.lock().unwrap().clear();
+    let (key2, _) = idp.new_key("k2", true);
+    let out = exchange(
+        &gw,
+        &idp.sign(&key2, "k2", &idp.github_claims("refs/tags/v1.0")),
+        "shop",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    refused(
+        &idp.sign(&key1, "k1", &idp.github_claims("refs/heads/main")),
+        "shop",
+        "is not among",
+    );
+}

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod core;
 pub mod delegation;
 pub mod detect;
+pub mod identity;
 pub mod journal;
 pub mod mask;
 pub mod masking;
