@@ -147,6 +147,7 @@ async fn exchange_token(
                 uses: None,
                 role: None,
                 api: false,
+                groups: trusted.groups.clone(),
             },
             &format!("exchange:{issuer}/{}", trusted.rule),
         )

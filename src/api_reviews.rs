@@ -77,7 +77,9 @@ fn may_see(core: &Core, caller: &TokenRecord, r: &ReviewRecord) -> bool {
         || is_own(caller, r)
         || (caller.kind == "user"
             && caller.actor.is_none()
-            && core.may_decide(&caller.principal, r).is_ok())
+            && core
+                .may_decide(&caller.principal, &caller.groups, r)
+                .is_ok())
 }
 
 async fn visible(core: &Core, caller: &TokenRecord, id: &str) -> ApiResult<ReviewRecord> {
@@ -181,7 +183,9 @@ async fn approve(
 ) -> ApiResult<Json<ReviewRecord>> {
     let by = decider(&caller)?;
     let reason = body.and_then(|b| b.0.reason);
-    Ok(Json(core.vote(&id, by, true, reason).await?))
+    Ok(Json(
+        core.vote(&id, by, &caller.groups, true, reason).await?,
+    ))
 }
 
 async fn deny(
@@ -192,7 +196,9 @@ async fn deny(
 ) -> ApiResult<Json<ReviewRecord>> {
     let by = decider(&caller)?;
     let reason = body.and_then(|b| b.0.reason);
-    Ok(Json(core.vote(&id, by, false, reason).await?))
+    Ok(Json(
+        core.vote(&id, by, &caller.groups, false, reason).await?,
+    ))
 }
 
 /// The requester or the admin withdraws a review.
@@ -227,6 +233,7 @@ fn requester(caller: &TokenRecord) -> ApiResult<Principal> {
     Ok(Principal {
         name: caller.principal.clone(),
         actor: caller.actor.clone(),
+        groups: caller.groups.clone(),
     })
 }
 

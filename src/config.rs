@@ -160,6 +160,9 @@ pub struct TrustSection {
     /// `workload:...`, with `{claim}` placeholders.
     pub principal: String,
     pub connections: Vec<String>,
+    /// Groups the workload is in, for policy.
+    #[serde(default)]
+    pub groups: Vec<String>,
     #[serde(default = "default_trust_ttl", with = "humantime_serde_compat")]
     pub max_ttl: Duration,
     /// Claim name to a value or a list of values (globs).
@@ -602,6 +605,7 @@ impl Config {
                     .collect(),
                 principal: t.principal.clone(),
                 connections: t.connections.clone(),
+                groups: t.groups.clone(),
                 max_ttl: t.max_ttl,
             });
         }

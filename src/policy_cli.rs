@@ -82,6 +82,7 @@ impl LocalPolicy {
         let who = Principal {
             name: principal.to_string(),
             actor: actor.map(str::to_string),
+            groups: Vec::new(),
         };
         let entities = self.engine.entities(&who, conn);
         // As the first statement of a fresh session.

@@ -86,6 +86,8 @@ pub struct Grant {
     pub expires_at: i64,
     /// The token's role on the connection, if narrowed.
     pub role: Option<String>,
+    /// Groups from the principal's identity provider.
+    pub groups: Vec<String>,
 }
 
 /// A request to issue an access token.
@@ -110,6 +112,9 @@ pub struct IssueRequest {
     /// instead of a connection token.
     #[serde(default)]
     pub api: bool,
+    /// Groups (sluice group names) the principal is in besides `[policy.groups]`.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// The role every adapter enforces itself: reads only, whatever policy allows.
@@ -294,6 +299,7 @@ impl Core {
             created_by: Some(issued_by.to_string()),
             role: req.role.clone(),
             parent: None,
+            groups: req.groups.clone(),
         };
         self.store.insert_token(rec.clone()).await?;
         let mut ev = EventDraft::new(
@@ -324,6 +330,7 @@ impl Core {
             created_by: None,
             role: None,
             parent: None,
+            groups: Vec::new(),
         };
         self.store.insert_token(rec.clone()).await?;
         let mut ev = EventDraft::new("admin.credential.created", json!({"token_id": rec.id}));
@@ -468,6 +475,7 @@ impl Core {
             connection: conn.clone(),
             expires_at,
             role: t.role,
+            groups: t.groups,
         })
     }
 
@@ -482,6 +490,7 @@ impl Core {
         let who = Principal {
             name: grant.principal.clone(),
             actor: grant.actor.clone(),
+            groups: grant.groups.clone(),
         };
         let entities = engine
             .entities(&who, &grant.connection)
@@ -524,6 +533,7 @@ impl Core {
             token_id: grant.token_id.clone(),
             expires_at: grant.expires_at,
             role: grant.role.clone(),
+            groups: grant.groups.clone(),
             commands: AtomicU64::new(0),
             connection_config: grant.connection.clone(),
             policy: Mutex::new(SessionDecider::new(engine, entities)),
@@ -591,6 +601,8 @@ pub struct SessionHandle {
     expires_at: i64,
     /// The token's role, if narrowed.
     pub role: Option<String>,
+    /// Groups from the principal's identity provider.
+    pub groups: Vec<String>,
     commands: AtomicU64,
     connection_config: Arc<Connection>,
     policy: Mutex<SessionDecider>,
@@ -657,6 +669,7 @@ impl SessionHandle {
             let who = Principal {
                 name: self.principal.clone(),
                 actor: self.actor.clone(),
+                groups: self.groups.clone(),
             };
             let entities = current
                 .entities(&who, &self.connection_config)
@@ -694,6 +707,7 @@ impl SessionHandle {
         let who = Principal {
             name: self.principal.clone(),
             actor: self.actor.clone(),
+            groups: self.groups.clone(),
         };
         let entities = engine
             .entities(&who, &self.connection_config)

@@ -104,6 +104,8 @@ impl Core {
             created_by: Some(format!("delegated:{}", parent.id)),
             role,
             parent: Some(parent.id.clone()),
+            // An agent is not in its principal's groups.
+            groups: Vec::new(),
         };
         self.store.insert_token(rec.clone()).await?;
         let mut ev = EventDraft::new(

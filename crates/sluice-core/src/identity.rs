@@ -21,6 +21,8 @@ pub struct TrustRule {
     pub principal: String,
     /// Connections a matching token may get.
     pub connections: Vec<String>,
+    /// Groups the workload is in (policy reads them as `principal in Group`).
+    pub groups: Vec<String>,
     /// Longest lifetime of the token issued.
     pub max_ttl: Duration,
 }
@@ -34,6 +36,8 @@ pub struct Trusted {
     pub principal: String,
     /// Connections it may get.
     pub connections: Vec<String>,
+    /// Its groups.
+    pub groups: Vec<String>,
     /// Longest lifetime.
     pub max_ttl: Duration,
 }
@@ -48,6 +52,7 @@ pub fn match_trust(rules: &[TrustRule], issuer: &str, claims: &Value) -> Result<
                     rule: rule.name.clone(),
                     principal,
                     connections: rule.connections.clone(),
+                    groups: rule.groups.clone(),
                     max_ttl: rule.max_ttl,
                 })
             }
@@ -141,6 +146,7 @@ mod tests {
             ]),
             principal: "workload:github:{repository}".into(),
             connections: vec!["shop".into()],
+            groups: vec!["ci".into()],
             max_ttl: Duration::from_secs(900),
         }
     }

@@ -98,6 +98,10 @@ pub struct Principal {
     pub name: String,
     /// The agent acting for it, if any.
     pub actor: Option<String>,
+    /// Groups its identity provider says it is in (already mapped to
+    /// sluice groups), on top of `[policy.groups]`; an agent never
+    /// inherits them.
+    pub groups: Vec<String>,
 }
 
 /// Where policies come from.
@@ -313,11 +317,19 @@ impl PolicyEngine {
                 RestrictedExpression::new_string(who.name.clone()),
             ));
         }
+        // An agent's groups come from the configuration only: what its
+        // principal's identity provider says is not the agent's.
+        let from_identity = if who.actor.is_none() {
+            who.groups.as_slice()
+        } else {
+            &[]
+        };
         let parents: HashSet<EntityUid> = self
             .groups
             .get(name)
             .into_iter()
             .flatten()
+            .chain(from_identity)
             .map(|g| uid("Sluice::Group", g))
             .collect();
         let mut out: Vec<Entity> = parents.iter().cloned().map(Entity::with_uid).collect();
@@ -795,6 +807,7 @@ mod tests {
         let who = |name: &str| Principal {
             name: name.into(),
             actor: None,
+            groups: Vec::new(),
         };
         let etl = engine.entities(&who("workload:etl"), &c);
         let write = Classification::of(Class::Write);
@@ -828,6 +841,7 @@ mod tests {
         Principal {
             name: "alice".into(),
             actor: Some("agent:claude".into()),
+            groups: Vec::new(),
         }
     }
 
@@ -902,6 +916,7 @@ mod tests {
         let human = |name: &str| Principal {
             name: name.into(),
             actor: None,
+            groups: Vec::new(),
         };
         let groups = BTreeMap::from([("pii-readers".to_string(), vec!["carol".to_string()])]);
         let engine = PolicyEngine::load(&PolicySource::Default, &groups).unwrap();
@@ -922,6 +937,7 @@ mod tests {
         let agent = Principal {
             name: "carol".into(),
             actor: Some("agent:claude".into()),
+            groups: Vec::new(),
         };
         assert_eq!(
             engine.decide_unmask(&engine.entities(&agent, &c), 0).effect,
@@ -951,6 +967,7 @@ mod tests {
             &Principal {
                 name: "bob".into(),
                 actor: None,
+                groups: Vec::new(),
             },
             &c,
         );
@@ -958,6 +975,7 @@ mod tests {
             &Principal {
                 name: "alice".into(),
                 actor: None,
+                groups: Vec::new(),
             },
             &c,
         );

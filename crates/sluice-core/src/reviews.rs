@@ -168,8 +168,9 @@ impl Core {
         Ok(out)
     }
 
-    /// Whether `who` may approve or deny the review; the error says why not.
-    pub fn may_decide(&self, who: &str, r: &ReviewRecord) -> Result<(), String> {
+    /// Whether `who` (in `groups` by its identity provider, besides
+    /// `[policy.groups]`) may approve or deny the review; the error says why not.
+    pub fn may_decide(&self, who: &str, groups: &[String], r: &ReviewRecord) -> Result<(), String> {
         if r.requested_by(who) && !r.rule.allow_self_approval {
             return Err(format!(
                 "{who} asked for review {} and may not decide it: self-approval is not allowed (rule \"{}\")",
@@ -177,9 +178,11 @@ impl Core {
             ));
         }
         let member = r.rule.approvers.iter().any(|g| {
-            self.groups
-                .get(g)
-                .is_some_and(|m| m.iter().any(|x| x == who))
+            groups.contains(g)
+                || self
+                    .groups
+                    .get(g)
+                    .is_some_and(|m| m.iter().any(|x| x == who))
         });
         if !member {
             return Err(format!(
@@ -198,6 +201,7 @@ impl Core {
         &self,
         id: &str,
         by: &str,
+        groups: &[String],
         approve: bool,
         reason: Option<String>,
     ) -> Result<ReviewRecord, CoreError> {
@@ -211,7 +215,8 @@ impl Core {
         }
         // Expire first, so a late vote is refused with the right reason.
         let current = self.review(id).await?;
-        self.may_decide(by, &current).map_err(CoreError::Invalid)?;
+        self.may_decide(by, groups, &current)
+            .map_err(CoreError::Invalid)?;
         let approval_ttl = self.reviews.approval_ttl;
         self.transition(id, |r| {
             if r.state != ReviewState::Pending {
@@ -466,6 +471,7 @@ impl Core {
             created_by: Some(format!("review:{id}")),
             role: r.role.clone(),
             parent: None,
+            groups: who.groups.clone(),
         };
         self.store.insert_token(rec.clone()).await?;
         let claimed = self

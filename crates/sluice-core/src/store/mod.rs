@@ -94,6 +94,10 @@ pub struct TokenRecord {
     /// The token this one was delegated from; revoking that revokes this.
     #[serde(default)]
     pub parent: Option<String>,
+    /// Groups its identity provider put the principal in (mapped to sluice
+    /// groups); policy and approval rules see them besides `[policy.groups]`.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// One session through the gateway.
@@ -389,7 +393,7 @@ impl Store {
 pub(crate) const CHAIN_FIELDS: &str =
     "seq, ts, session_id, kind, principal, actor, connection, data, prev_hash, hash";
 pub(crate) const TOKEN_FIELDS: &str =
-    "id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role, parent";
+    "id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role, parent, groups";
 pub(crate) const SESSION_FIELDS: &str =
     "id, token_id, principal, actor, connection, protocol, client_addr, started_at, ended_at, bytes_in, bytes_out, outcome";
 
@@ -479,6 +483,7 @@ CREATE INDEX reviews_statement ON reviews (principal, connection, statement_hash
 "#,
     r#"
 ALTER TABLE tokens ADD COLUMN parent TEXT;
+ALTER TABLE tokens ADD COLUMN groups TEXT;
 CREATE INDEX tokens_parent ON tokens (parent);
 "#,
 ];
@@ -560,7 +565,7 @@ pub(crate) fn chain_batch(mut seq: i64, mut prev: String, drafts: &[EventDraft])
 }
 
 pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (seq, ts, session_id, kind, principal, actor, connection, data, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role, parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, kind, principal, actor, connections, created_at, expires_at, uses_left, revoked_at, created_by, role, parent, groups) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 pub(crate) const INSERT_REVIEW: &str = "INSERT INTO reviews (id, kind, state, principal, connection, statement_hash, created_at, expires_at, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 pub(crate) const UPDATE_REVIEW: &str = "UPDATE reviews SET state = $3, expires_at = $4, version = $5, body = $6 WHERE id = $1 AND version = $2";
 pub(crate) const REVIEW_BY_ID: &str = "SELECT body FROM reviews WHERE id = $1";

@@ -137,6 +137,7 @@ fn token_from_row(r: &Row) -> TokenRecord {
         created_by: r.get(10),
         role: r.get(11),
         parent: r.get(12),
+        groups: decode_list(r.get::<_, Option<&str>>(13).unwrap_or_default()),
     }
 }
 
@@ -298,6 +299,7 @@ impl PgStore {
                     &t.created_by,
                     &t.role,
                     &t.parent,
+                    &encode_list(&t.groups),
                 ],
             )
             .await?;

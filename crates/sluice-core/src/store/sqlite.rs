@@ -63,6 +63,7 @@ fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         created_by: r.get(10)?,
         role: r.get(11)?,
         parent: r.get(12)?,
+        groups: decode_list(&r.get::<_, Option<String>>(13)?.unwrap_or_default()),
     })
 }
 
@@ -202,7 +203,8 @@ impl SqliteStore {
                     t.revoked_at,
                     t.created_by,
                     t.role,
-                    t.parent
+                    t.parent,
+                    encode_list(&t.groups)
                 ],
             )
             .map(|_| ())
