@@ -88,6 +88,7 @@ fn main() {
     let who = Principal {
         name: "alice".into(),
         actor: Some("agent:bench".into()),
+        groups: Vec::new(),
     };
     let entities = engine.entities(&who, &conn);
     let classified: Vec<_> = PREPARED
