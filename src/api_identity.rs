@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Extension, Form, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,14 +19,19 @@ use sluice_core::store::TokenRecord;
 use sluice_core::{Core, IssueRequest};
 
 use crate::api::{ApiError, ApiResult};
+use crate::login::{CodeLogin, Logins, SignedIn};
 use crate::oidc::Verifier;
 
-/// What token exchange checks tokens against.
+/// What token exchange and sign-in check tokens against.
 pub struct Exchange {
-    /// Verifies the subject tokens.
+    /// Verifies the subject tokens and ID tokens.
     pub verifier: Verifier,
-    /// Turns verified claims into principals.
+    /// Turns verified workload claims into principals.
     pub rules: Vec<TrustRule>,
+    /// Sign-ins in progress and renewable ones.
+    pub logins: Logins,
+    /// Where clients reach the PostgreSQL listener, for `sluice connect`.
+    pub postgres_listen: String,
 }
 
 /// Routes that take the caller's own credential, and the exchange, which
@@ -34,11 +39,18 @@ pub struct Exchange {
 pub fn router(core: Arc<Core>, exchange: Arc<Exchange>) -> Router<Arc<Core>> {
     Router::new()
         .route("/v1/tokens/delegate", post(delegate))
+        .route("/v1/connect", post(connect))
+        .route("/v1/login/refresh", post(login_refresh))
+        .route("/v1/login/logout", post(logout))
         .layer(middleware::from_fn_with_state(
             core,
             crate::api_reviews::require_caller,
         ))
         .route("/v1/token/exchange", post(exchange_token))
+        .route("/v1/login/providers", get(login_providers))
+        .route("/v1/login/code", post(login_code))
+        .route("/v1/login/device", post(login_device))
+        .route("/v1/login/device/poll", post(login_device_poll))
         .layer(Extension(exchange))
 }
 
@@ -181,4 +193,157 @@ async fn delegate(
     }
     let (token, rec) = core.delegate(&caller, req).await?;
     Ok(Json(json!({"token": token, "record": rec})))
+}
+
+/// The providers people can sign in with, and what the CLI needs to send
+/// them to the provider (PKCE).
+async fn login_providers(
+    Extension(x): Extension<Arc<Exchange>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let mut out = Vec::new();
+    for issuer in x.verifier.login_issuers() {
+        let Some(login) = &issuer.login else { continue };
+        let doc = x
+            .verifier
+            .discovery(issuer)
+            .await
+            .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e))?;
+        out.push(json!({
+            "name": issuer.name, "issuer": issuer.issuer, "client_id": login.client_id,
+            "scopes": login.scopes, "authorization_endpoint": doc["authorization_endpoint"],
+            "device": doc["device_authorization_endpoint"].is_string(),
+        }));
+    }
+    Ok(Json(json!(out)))
+}
+
+fn signed_in(s: SignedIn) -> Json<serde_json::Value> {
+    Json(json!({"token": s.token, "record": s.record}))
+}
+
+/// Records a refused sign-in and answers with the reason.
+async fn login_refused(core: &Core, why: String) -> ApiError {
+    let ev = EventDraft::new("login.refused", json!({ "reason": why }));
+    if let Err(e) = core.record(ev).await {
+        return ApiError::from(e);
+    }
+    ApiError(StatusCode::UNAUTHORIZED, why)
+}
+
+async fn login_code(
+    State(core): State<Arc<Core>>,
+    Extension(x): Extension<Arc<Exchange>>,
+    Json(req): Json<CodeLogin>,
+) -> ApiResult<Json<serde_json::Value>> {
+    match x.logins.code(&core, &x.verifier, &req).await {
+        Ok(s) => Ok(signed_in(s)),
+        Err(why) => Err(login_refused(&core, why).await),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeviceStart {
+    issuer: String,
+}
+
+async fn login_device(
+    Extension(x): Extension<Arc<Exchange>>,
+    Json(req): Json<DeviceStart>,
+) -> ApiResult<Json<serde_json::Value>> {
+    x.logins
+        .device_start(&x.verifier, &req.issuer)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+}
+
+#[derive(Deserialize)]
+struct DevicePoll {
+    login_id: String,
+}
+
+async fn login_device_poll(
+    State(core): State<Arc<Core>>,
+    Extension(x): Extension<Arc<Exchange>>,
+    Json(req): Json<DevicePoll>,
+) -> ApiResult<Json<serde_json::Value>> {
+    match x
+        .logins
+        .device_poll(&core, &x.verifier, &req.login_id)
+        .await
+    {
+        Ok(Some(s)) => Ok(signed_in(s)),
+        Ok(None) => Ok(Json(json!({"pending": true}))),
+        Err(why) => Err(login_refused(&core, why).await),
+    }
+}
+
+async fn login_refresh(
+    State(core): State<Arc<Core>>,
+    Extension(x): Extension<Arc<Exchange>>,
+    Extension(caller): Extension<TokenRecord>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if caller.kind != "user" {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "renew a sign-in with its own credential".into(),
+        ));
+    }
+    match x.logins.refresh(&core, &x.verifier, &caller).await {
+        Ok(s) => Ok(signed_in(s)),
+        Err(why) => Err(login_refused(&core, why).await),
+    }
+}
+
+/// Ends the caller's sign-in: its credential is revoked, and with it every
+/// token connected or delegated from it.
+async fn logout(
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<TokenRecord>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if caller.kind == "admin" {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the admin credential does not sign out".into(),
+        ));
+    }
+    core.revoke_token(&caller.id, &caller.principal).await?;
+    Ok(Json(json!({"revoked": caller.id})))
+}
+
+#[derive(Deserialize)]
+struct ConnectRequest {
+    connection: String,
+    #[serde(default = "default_connect_ttl")]
+    ttl_secs: u64,
+}
+
+fn default_connect_ttl() -> u64 {
+    1800
+}
+
+/// A connection token for the signed-in person, with where to connect.
+async fn connect(
+    State(core): State<Arc<Core>>,
+    Extension(x): Extension<Arc<Exchange>>,
+    Extension(caller): Extension<TokenRecord>,
+    Json(req): Json<ConnectRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (token, rec) = core
+        .connect_token(&caller, &req.connection, req.ttl_secs)
+        .await?;
+    let (host, port) = x
+        .postgres_listen
+        .rsplit_once(':')
+        .unwrap_or((x.postgres_listen.as_str(), "5432"));
+    let kind = core
+        .connections()
+        .find(|c| c.name == req.connection)
+        .map(|c| c.kind.clone())
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "token": token, "record": rec, "kind": kind,
+        "host": host.trim_start_matches('[').trim_end_matches(']'), "port": port,
+        "user": rec.principal, "database": req.connection,
+    })))
 }

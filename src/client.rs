@@ -13,15 +13,21 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// `SLUICE_URL` / `SLUICE_TOKEN` win; otherwise the config's API address
-    /// and the admin credential in its data directory.
+    /// `SLUICE_URL` / `SLUICE_TOKEN` win; then the credential `sluice
+    /// login` keeps; otherwise the config's API address and the admin
+    /// credential in its data directory.
     pub fn from_env_or_config(cfg: &Config) -> Result<ApiClient> {
         let base = match std::env::var("SLUICE_URL") {
             Ok(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
             _ => format!("http://{}", cfg.gateway.api_listen),
         };
+        let signed_in = crate::login_cli::credential_path()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
         let token = match std::env::var("SLUICE_TOKEN") {
             Ok(t) if !t.is_empty() => t,
+            _ if signed_in.is_some() => signed_in.unwrap_or_default(),
             _ => {
                 let path = cfg.data_dir().join(crate::gateway::ADMIN_TOKEN_FILE);
                 std::fs::read_to_string(&path)

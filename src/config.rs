@@ -148,6 +148,38 @@ pub struct IssuerSection {
     pub audience: String,
     /// Where its keys are, if not found by discovery.
     pub jwks_uri: Option<String>,
+    /// For people's sign-in (`sluice login`): the client registered with
+    /// the provider; login is off without it.
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Provider group to sluice groups.
+    #[serde(default)]
+    pub group_map: BTreeMap<String, Vec<String>>,
+    /// Connections signed-in people may reach and delegate.
+    #[serde(default)]
+    pub connections: Vec<String>,
+    #[serde(default = "default_session_ttl", with = "humantime_serde_compat")]
+    pub session_ttl: Duration,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+fn default_principal_claim() -> String {
+    "email".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// `[[identity.trust]]`
@@ -565,11 +597,53 @@ impl Config {
             if s.audience.is_empty() {
                 bail!("{at}: audience must not be empty");
             }
+            for c in &s.connections {
+                if !self.connections.iter().any(|k| &k.name == c) {
+                    bail!("{at}: connections: no connection {c:?}");
+                }
+            }
+            let login = match &s.client_id {
+                None => None,
+                Some(client_id) => {
+                    let client_secret = match (&s.client_secret_env, &s.client_secret_file) {
+                        (Some(var), None) => {
+                            Some(Secret::new(std::env::var(var).map_err(|_| {
+                                anyhow!("{at}: client_secret_env: {var} is not set")
+                            })?))
+                        }
+                        (None, Some(file)) => {
+                            let path = self.resolve(file);
+                            Some(Secret::new(
+                                std::fs::read_to_string(&path)
+                                    .map_err(|e| {
+                                        anyhow!("{at}: client_secret_file: {}: {e}", path.display())
+                                    })?
+                                    .trim_end_matches(['\r', '\n']),
+                            ))
+                        }
+                        _ => None,
+                    };
+                    if s.session_ttl.is_zero() || s.session_ttl > self.gateway.max_token_ttl {
+                        bail!("{at}: session_ttl must be between 1s and gateway.max_token_ttl");
+                    }
+                    Some(crate::oidc::Login {
+                        client_id: client_id.clone(),
+                        client_secret,
+                        scopes: s.scopes.clone(),
+                        principal_claim: s.principal_claim.clone(),
+                        groups_claim: s.groups_claim.clone(),
+                        group_map: s.group_map.clone(),
+                        connections: s.connections.clone(),
+                        session_ttl: s.session_ttl,
+                    })
+                }
+            };
             issuers.push(crate::oidc::Issuer {
                 name: s.name.clone(),
                 issuer: s.issuer.clone(),
                 audience: s.audience.clone(),
                 jwks_uri: s.jwks_uri.clone(),
+                login,
             });
         }
         let mut rules = Vec::new();

@@ -108,12 +108,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         data_dir.display()
     );
 
+    let postgres_listen = pg_listener.local_addr()?.to_string();
     tokio::spawn(pg.clone().serve(pg_listener));
     tokio::spawn(reload_policy_on_sighup(core.clone()));
     let tools = Arc::new(pg.mask_tools());
     let exchange = Arc::new(crate::api_identity::Exchange {
         verifier: crate::oidc::Verifier::new(issuers),
         rules: trust,
+        logins: Default::default(),
+        postgres_listen,
     });
     let api = axum::serve(
         api_listener,

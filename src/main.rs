@@ -6,6 +6,8 @@ mod api_reviews;
 mod client;
 mod config;
 mod gateway;
+mod login;
+mod login_cli;
 mod oidc;
 mod policy_cli;
 mod reviews_cli;
@@ -59,6 +61,38 @@ enum Cmd {
     Reviews(reviews_cli::ReviewsCmd),
     /// Ask for time-boxed access to a connection, or wait for a request's token.
     Request(reviews_cli::RequestArgs),
+    /// Sign in with your identity provider; the short-lived credential is
+    /// kept in $SLUICE_HOME/credential (default ~/.sluice) for the commands
+    /// that follow.
+    Login {
+        /// The provider, when the gateway has several.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Device flow, for machines without a browser.
+        #[arg(long)]
+        device: bool,
+        /// Print the sign-in page's address instead of opening a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// Renew the current sign-in without the browser, while the provider allows.
+        #[arg(long)]
+        renew: bool,
+    },
+    /// End your sign-in; tokens connected or delegated from it are revoked.
+    Logout,
+    /// Get a token for a connection as yourself and run a client with it in
+    /// its environment (PGHOST, PGUSER, PGPASSWORD, ...), or print a
+    /// connection string.
+    Connect {
+        /// The connection.
+        connection: String,
+        /// How long the token lives (cut to your sign-in's).
+        #[arg(long = "for", default_value = "30m")]
+        ttl: humantime::Duration,
+        /// The client to run, after `--`: `sluice connect shop -- psql`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -309,6 +343,24 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
             policy_cli::print_check(&c, &d, out.json);
             return Ok(std::process::ExitCode::SUCCESS);
         }
+        Cmd::Login {
+            issuer,
+            device,
+            no_browser,
+            renew,
+        } => {
+            login_cli::login(&cfg, issuer, device, no_browser, renew).await?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Cmd::Logout => {
+            login_cli::logout(&cfg).await?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Cmd::Connect {
+            connection,
+            ttl,
+            command,
+        } => return login_cli::connect(&cfg, &connection, ttl.into(), &command).await,
         Cmd::Policy(PolicyCmd::Test { file, out }) => {
             let policy = policy_cli::LocalPolicy::load(&cfg)?;
             return Ok(if policy_cli::run_tests(&policy, &file, out.json)? {
@@ -371,7 +423,11 @@ async fn run(cli: Cli) -> Result<std::process::ExitCode> {
     }
     let api = ApiClient::from_env_or_config(&cfg)?;
     match cli.command {
-        Cmd::Gateway | Cmd::Policy(PolicyCmd::Check { .. } | PolicyCmd::Test { .. }) => {
+        Cmd::Gateway
+        | Cmd::Login { .. }
+        | Cmd::Logout
+        | Cmd::Connect { .. }
+        | Cmd::Policy(PolicyCmd::Check { .. } | PolicyCmd::Test { .. }) => {
             unreachable!("handled above")
         }
         Cmd::Policy(PolicyCmd::Reload { out }) => {

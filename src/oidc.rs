@@ -23,6 +23,30 @@ pub struct Issuer {
     pub audience: String,
     /// Where its keys are, when not found by discovery.
     pub jwks_uri: Option<String>,
+    /// Sign-in for people, when the issuer is also their identity provider.
+    pub login: Option<Login>,
+}
+
+/// How people sign in with an issuer (OpenID Connect, as a confidential
+/// client: the gateway holds the client secret and redeems the codes).
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// The client id registered with the provider (the ID tokens' audience).
+    pub client_id: String,
+    /// The client secret, if the client has one.
+    pub client_secret: Option<sluice_core::Secret>,
+    /// Scopes asked for.
+    pub scopes: Vec<String>,
+    /// The claim that names the person (`email` by default).
+    pub principal_claim: String,
+    /// The claim that lists the person's groups.
+    pub groups_claim: String,
+    /// Provider group to sluice groups; other provider groups are ignored.
+    pub group_map: std::collections::BTreeMap<String, Vec<String>>,
+    /// Connections a signed-in person may reach (and delegate).
+    pub connections: Vec<String>,
+    /// How long a sign-in lasts before it must be renewed.
+    pub session_ttl: Duration,
 }
 
 /// Keys of one issuer, as last fetched.
@@ -68,6 +92,64 @@ impl Verifier {
     /// Verifies a token; returns the issuer's name and the claims, or why
     /// it is refused (in words a CI log can show).
     pub async fn verify(&self, token: &str) -> Result<(String, Value), String> {
+        self.verify_for(token, None).await
+    }
+
+    /// The configured issuer of this name.
+    pub fn issuer(&self, name: &str) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.name == name)
+    }
+
+    /// The issuers people can sign in with.
+    pub fn login_issuers(&self) -> impl Iterator<Item = &Issuer> {
+        self.issuers.iter().filter(|i| i.login.is_some())
+    }
+
+    /// The issuer's discovery document.
+    pub async fn discovery(&self, issuer: &Issuer) -> Result<Value, String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.issuer.trim_end_matches('/')
+        );
+        let doc = self.get_json(&url).await?;
+        if doc["issuer"].as_str() != Some(issuer.issuer.as_str()) {
+            return Err(format!(
+                "{}'s discovery document names another issuer",
+                issuer.name
+            ));
+        }
+        Ok(doc)
+    }
+
+    /// Posts a form to one of the issuer's endpoints; returns the JSON
+    /// answer, also for an error status (OAuth errors are JSON bodies).
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(u16, Value), String> {
+        let resp = self
+            .http
+            .post(url)
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {url}: {}", e.without_url()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .json()
+            .await
+            .map_err(|e| format!("{url}: not JSON: {}", e.without_url()))?;
+        Ok((status, body))
+    }
+
+    /// As [`Self::verify`], with the audience `audience` instead of the
+    /// issuer's configured one (an ID token's audience is the client id).
+    pub async fn verify_for(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<(String, Value), String> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| format!("not a signed JWT: {e}"))?;
         let alg = header.alg;
@@ -124,17 +206,17 @@ impl Verifier {
         v.leeway = LEEWAY_SECS;
         v.validate_nbf = true;
         v.set_issuer(&[&issuer.issuer]);
-        v.set_audience(&[&issuer.audience]);
+        let audience = audience.unwrap_or(&issuer.audience);
+        v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             match e.kind() {
                 K::ExpiredSignature => "the token has expired".to_string(),
                 K::ImmatureSignature => "the token is not valid yet (nbf)".to_string(),
-                K::InvalidAudience => format!(
-                    "the token's audience is not {:?}, the one sluice requires",
-                    issuer.audience
-                ),
+                K::InvalidAudience => {
+                    format!("the token's audience is not {audience:?}, the one sluice requires")
+                }
                 K::InvalidIssuer => "the token's issuer does not match".to_string(),
                 K::InvalidSignature => "the signature does not verify".to_string(),
                 K::MissingRequiredClaim(c) => format!("the token has no {c:?} claim"),
@@ -171,17 +253,7 @@ impl Verifier {
         let jwks_uri = match &issuer.jwks_uri {
             Some(u) => u.clone(),
             None => {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    issuer.issuer.trim_end_matches('/')
-                );
-                let doc: Value = self.get_json(&url).await?;
-                if doc["issuer"].as_str() != Some(issuer.issuer.as_str()) {
-                    return Err(format!(
-                        "{}'s discovery document names another issuer",
-                        issuer.name
-                    ));
-                }
+                let doc = self.discovery(issuer).await?;
                 doc["jwks_uri"]
                     .as_str()
                     .ok_or_else(|| format!("{}'s discovery document has no jwks_uri", issuer.name))?

@@ -213,12 +213,62 @@ fn delegated_tokens_are_never_wider_or_longer_and_die_with_their_delegator() {
 }
 
 /// A test identity provider on a loopback port: discovery, a JWKS whose
-/// keys the test rotates, and ES256 signing.
+/// keys the test rotates, ES256 signing, and for people's sign-in an
+/// authorization endpoint (PKCE), a token endpoint (codes, device codes,
+/// refresh tokens) and a device endpoint.
 struct Idp {
     issuer: String,
     keys: std::sync::Arc<
         std::sync::Mutex<Vec<(String, jsonwebtoken::EncodingKey, serde_json::Value)>>,
     >,
+    people: std::sync::Arc<std::sync::Mutex<IdpPeople>>,
+}
+
+/// Who signs in at the test provider, and its sign-ins in progress.
+#[derive(Default)]
+struct IdpPeople {
+    /// The person who signs in: email and provider groups.
+    person: (String, Vec<String>),
+    /// Sign ID tokens with this nonce instead of the requested one.
+    wrong_nonce: bool,
+    codes: std::collections::HashMap<String, (String, String, String)>,
+    devices: std::collections::HashMap<String, u32>,
+    refresh: std::collections::HashSet<String>,
+}
+
+const CLIENT_ID: &str = "sluice-cli";
+const CLIENT_SECRET: &str = "a-client-secret-for-tests";
+
+/// One HTTP request: method, path with query, and body.
+fn read_request(stream: &std::net::TcpStream) -> Option<(String, reqwest::Url, String)> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let url = reqwest::Url::parse(&format!("http://idp{}", parts.next()?)).ok()?;
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = h.trim_end().split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((method, url, String::from_utf8_lossy(&body).to_string()))
+}
+
+fn pairs(url: &reqwest::Url) -> std::collections::HashMap<String, String> {
+    url.query_pairs()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 impl Idp {
@@ -226,56 +276,181 @@ impl Idp {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let keys: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
-        let (published, iss) = (keys.clone(), issuer.clone());
+        let people: std::sync::Arc<std::sync::Mutex<IdpPeople>> = Default::default();
+        let idp = Idp {
+            issuer: issuer.clone(),
+            keys: keys.clone(),
+            people: people.clone(),
+        };
+        let signer = Idp {
+            issuer,
+            keys,
+            people,
+        };
         std::thread::spawn(move || {
-            use std::io::{BufRead, BufReader, Write};
+            use std::io::Write;
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let mut line = String::new();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                if reader.read_line(&mut line).is_err() {
+                let Some((method, url, body)) = read_request(&stream) else {
                     continue;
-                }
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let body = match path.as_str() {
-                    "/.well-known/openid-configuration" => serde_json::json!({
-                        "issuer": iss, "jwks_uri": format!("{iss}/jwks"),
-                        "id_token_signing_alg_values_supported": ["ES256"],
-                    }),
-                    "/jwks" => {
-                        let keys: Vec<serde_json::Value> = published
-                            .lock()
-                            .unwrap()
-                            .iter()
-                            .map(
-                                |(_, _, jwk): &(
-                                    String,
-                                    jsonwebtoken::EncodingKey,
-                                    serde_json::Value,
-                                )| jwk.clone(),
-                            )
-                            .collect();
-                        serde_json::json!({ "keys": keys })
-                    }
-                    _ => serde_json::json!({}),
-                }
-                .to_string();
+                };
+                let (status, headers, body) = signer.answer(&method, &url, &body);
                 let _ = stream.write_all(
                     format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
                     )
                     .as_bytes(),
                 );
             }
         });
-        Idp { issuer, keys }
+        idp
+    }
+
+    /// What the provider answers: status, extra headers, body.
+    fn answer(&self, method: &str, url: &reqwest::Url, body: &str) -> (String, String, String) {
+        use base64::Engine;
+        let iss = &self.issuer;
+        let ok = |v: serde_json::Value| ("200 OK".to_string(), String::new(), v.to_string());
+        let err = |code: &str| {
+            (
+                "400 Bad Request".to_string(),
+                String::new(),
+                serde_json::json!({ "error": code }).to_string(),
+            )
+        };
+        let form = pairs(&reqwest::Url::parse(&format!("http://x/?{body}")).unwrap());
+        match (method, url.path()) {
+            ("GET", "/.well-known/openid-configuration") => ok(serde_json::json!({
+                "issuer": iss, "jwks_uri": format!("{iss}/jwks"),
+                "authorization_endpoint": format!("{iss}/authorize"),
+                "token_endpoint": format!("{iss}/token"),
+                "device_authorization_endpoint": format!("{iss}/device"),
+                "id_token_signing_alg_values_supported": ["ES256"],
+            })),
+            ("GET", "/jwks") => {
+                let keys: Vec<serde_json::Value> = self
+                    .keys
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|k| k.2.clone())
+                    .collect();
+                ok(serde_json::json!({ "keys": keys }))
+            }
+            ("GET", "/authorize") => {
+                let q = pairs(url);
+                let redirect = q.get("redirect_uri").cloned().unwrap_or_default();
+                if q.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+                    || !redirect.starts_with("http://127.0.0.1:")
+                    || q.get("code_challenge_method").map(String::as_str) != Some("S256")
+                {
+                    return err("invalid_request");
+                }
+                let code = format!("code-{}", rand::random::<u64>());
+                self.people.lock().unwrap().codes.insert(
+                    code.clone(),
+                    (
+                        q.get("nonce").cloned().unwrap_or_default(),
+                        q.get("code_challenge").cloned().unwrap_or_default(),
+                        redirect.clone(),
+                    ),
+                );
+                let to = format!(
+                    "{redirect}?code={code}&state={}",
+                    q.get("state").cloned().unwrap_or_default()
+                );
+                (
+                    "302 Found".into(),
+                    format!("location: {to}\r\n"),
+                    String::new(),
+                )
+            }
+            ("POST", "/device") => {
+                let device = format!("dev-{}", rand::random::<u64>());
+                self.people
+                    .lock()
+                    .unwrap()
+                    .devices
+                    .insert(device.clone(), 0);
+                ok(
+                    serde_json::json!({"device_code": device, "user_code": "WDJB-MJHT",
+                    "verification_uri": format!("{iss}/activate"), "interval": 1, "expires_in": 600}),
+                )
+            }
+            ("POST", "/token") => {
+                if form.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+                    || form.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+                {
+                    return err("invalid_client");
+                }
+                let mut people = self.people.lock().unwrap();
+                let nonce = match form.get("grant_type").map(String::as_str) {
+                    Some("authorization_code") => {
+                        let Some((nonce, challenge, redirect)) = people
+                            .codes
+                            .remove(form.get("code").map(String::as_str).unwrap_or(""))
+                        else {
+                            return err("invalid_grant");
+                        };
+                        let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+                        let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+                        if computed != challenge || form.get("redirect_uri") != Some(&redirect) {
+                            return err("invalid_grant");
+                        }
+                        Some(nonce)
+                    }
+                    Some("urn:ietf:params:oauth:grant-type:device_code") => {
+                        let Some(polls) = people
+                            .devices
+                            .get_mut(form.get("device_code").map(String::as_str).unwrap_or(""))
+                        else {
+                            return err("invalid_grant");
+                        };
+                        *polls += 1;
+                        if *polls < 2 {
+                            return err("authorization_pending");
+                        }
+                        None
+                    }
+                    Some("refresh_token") => {
+                        if !people
+                            .refresh
+                            .contains(form.get("refresh_token").map(String::as_str).unwrap_or(""))
+                        {
+                            return err("invalid_grant");
+                        }
+                        None
+                    }
+                    _ => return err("unsupported_grant_type"),
+                };
+                let now = sluice_core::time::now_ms() / 1000;
+                let (email, groups) = people.person.clone();
+                let mut claims = serde_json::json!({
+                    "iss": iss, "aud": CLIENT_ID, "sub": format!("sub-{email}"), "email": email,
+                    "email_verified": true, "groups": groups, "iat": now, "exp": now + 300,
+                });
+                if let Some(n) = nonce {
+                    claims["nonce"] = if people.wrong_nonce {
+                        "not-it".into()
+                    } else {
+                        n.into()
+                    };
+                }
+                let refresh = format!("rt-{}", rand::random::<u64>());
+                people.refresh.insert(refresh.clone());
+                drop(people);
+                let keys = self.keys.lock().unwrap();
+                let (kid, key, _) = keys.last().expect("a signing key");
+                let id_token = self.sign(key, kid, &claims);
+                ok(
+                    serde_json::json!({"access_token": "opaque", "token_type": "Bearer",
+                    "id_token": id_token, "refresh_token": refresh, "expires_in": 300}),
+                )
+            }
+            _ => ("404 Not Found".into(), String::new(), "{}".into()),
+        }
     }
 
     /// A new signing key (published unless `publish` is false).
@@ -473,4 +648,165 @@ fn ci_jobs_trade_their_oidc_token_for_a_sluice_token_under_trust_rules() {
         "shop",
         "is not among",
     );
+}
+
+/// An HTTP GET with a raw socket; returns the status line and the Location header.
+fn http_get(url: &str) -> (String, Option<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let u = reqwest::Url::parse(url).unwrap();
+    let mut s = std::net::TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())).unwrap();
+    let path = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    };
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let mut location = None;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.strip_prefix("location: ") {
+            location = Some(v.trim().to_string());
+        }
+    }
+    (status.trim().to_string(), location)
+}
+
+#[test]
+fn people_sign_in_with_their_provider_and_connect_without_handling_a_secret() {
+    let target = PgServer::start(Auth::Scram, false);
+    let idp = Idp::start();
+    idp.new_key("k1", true);
+    idp.people.lock().unwrap().person = (
+        "alice@example.com".into(),
+        vec!["eng-dba".into(), "unrelated".into()],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client.secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let gw = Gateway::start(
+        "",
+        "",
+        &format!(
+            "{}\n[[identity.issuers]]\nname = \"corp\"\nissuer = \"{}\"\naudience = \"sluice\"\n\
+             client_id = \"{CLIENT_ID}\"\nclient_secret_file = {:?}\nconnections = [\"shop\"]\nsession_ttl = \"10m\"\n\
+             [identity.issuers.group_map]\neng-dba = [\"dba\"]\n",
+            connection_toml("shop", &target, "prefer", "env = \"dev\""),
+            idp.issuer,
+            secret.to_str().unwrap()
+        ),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let sluice = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.arg("--config")
+            .arg(&gw.config)
+            .args(args)
+            .env_remove("SLUICE_URL")
+            .env_remove("SLUICE_TOKEN")
+            .env("SLUICE_HOME", home.path());
+        c
+    };
+
+    // Authorization code with PKCE: the CLI prints the provider's page;
+    // the "browser" follows it to the CLI's loopback redirect.
+    let mut login = sluice(&["login", "--no-browser"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(login.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(!line.is_empty(), "the CLI printed no sign-in page");
+        if let Some(u) = line.trim().strip_prefix("http") {
+            break format!("http{u}");
+        }
+    };
+    let (status, to) = http_get(&url);
+    assert!(status.contains("302"), "{status}");
+    let (status, _) = http_get(&to.unwrap());
+    assert!(status.contains("200"), "{status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(login.wait().unwrap().success(), "{rest}");
+    assert!(
+        rest.contains("signed in as alice@example.com") && rest.contains("groups dba"),
+        "{rest}"
+    );
+
+    // The credential is kept for the next commands: connect runs psql with
+    // a token in its environment, never on the command line.
+    let out = sluice(&[
+        "connect",
+        "shop",
+        "--",
+        "psql",
+        "-X",
+        "-At",
+        "-c",
+        "SELECT count(*) FROM orders",
+    ])
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100");
+    let sessions = gw.cli_json(&["sessions", "list", "--principal", "alice@example.com"]);
+    assert_eq!(sessions.as_array().unwrap().len(), 1);
+    let not_mine = sluice(&["connect", "other-db"]).output().unwrap();
+    assert!(
+        stderr(&not_mine).contains("does not include connection"),
+        "{}",
+        stderr(&not_mine)
+    );
+
+    // Renewal without the browser, while the provider allows.
+    let renewed = sluice(&["login", "--renew"]).output().unwrap();
+    assert!(renewed.status.success(), "{}", stderr(&renewed));
+
+    // A token from the signed-in credential dies when the person signs out.
+    let printed = sluice(&["connect", "shop"]).output().unwrap();
+    let conninfo = String::from_utf8_lossy(&printed.stdout).trim().to_string();
+    assert!(conninfo.contains("user=alice@example.com"), "{conninfo}");
+    assert_eq!(psql_ok(&conninfo, "SELECT 1").trim(), "1");
+    let out = sluice(&["logout"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = psql(&conninfo, "SELECT 1");
+    assert!(stderr(&after).contains("revoked"), "{}", stderr(&after));
+
+    // The device flow, for machines without a browser (the test provider
+    // approves on the second poll).
+    let out = sluice(&["login", "--device"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("enter the code WDJB-MJHT"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An ID token whose nonce is not this sign-in's is refused.
+    idp.people.lock().unwrap().wrong_nonce = true;
+    let mut login = sluice(&["login", "--no-browser"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(login.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        if let Some(u) = line.trim().strip_prefix("http") {
+            break format!("http{u}");
+        }
+    };
+    let (_, to) = http_get(&url);
+    http_get(&to.unwrap());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(!login.wait().unwrap().success());
+    assert!(rest.contains("nonce does not match"), "{rest}");
 }

@@ -26,6 +26,62 @@ pub struct DelegateRequest {
 }
 
 impl Core {
+    /// Issues a connection token for the holder of an API credential
+    /// (`sluice connect`): one of its connections, its role and groups, no
+    /// longer than it lives; revoking the credential revokes the token.
+    pub async fn connect_token(
+        &self,
+        parent: &TokenRecord,
+        connection: &str,
+        ttl_secs: u64,
+    ) -> Result<(String, TokenRecord), CoreError> {
+        let now = now_ms();
+        if parent.kind != "user" || parent.actor.is_some() {
+            return Err(CoreError::Invalid(
+                "connect with your own API credential (sluice login)".into(),
+            ));
+        }
+        if !parent.connections.iter().any(|c| c == connection) {
+            return Err(CoreError::Invalid(format!(
+                "your sign-in does not include connection \"{connection}\" (it includes: {}); ask for it with sluice request",
+                parent.connections.join(", ")
+            )));
+        }
+        let wanted = now.saturating_add(ttl_secs.clamp(1, i64::MAX as u64 / 2000) as i64 * 1000);
+        let expires_at = wanted
+            .min(parent.expires_at.unwrap_or(now))
+            .min(now + self.max_ttl.as_millis() as i64);
+        if expires_at <= now {
+            return Err(CoreError::Invalid("your sign-in has expired".into()));
+        }
+        let value = token::generate();
+        let rec = TokenRecord {
+            id: token::new_id("tok_"),
+            hash: token::hash(&value),
+            kind: "access".into(),
+            principal: parent.principal.clone(),
+            actor: None,
+            connections: vec![connection.to_string()],
+            created_at: now,
+            expires_at: Some(expires_at),
+            uses_left: None,
+            revoked_at: None,
+            created_by: Some(format!("connect:{}", parent.id)),
+            role: parent.role.clone(),
+            parent: Some(parent.id.clone()),
+            groups: parent.groups.clone(),
+        };
+        self.store.insert_token(rec.clone()).await?;
+        let mut ev = EventDraft::new(
+            "token.issued",
+            json!({"token_id": rec.id, "connections": rec.connections, "expires_at": rec.expires_at,
+                   "issued_by": rec.created_by}),
+        );
+        ev.principal = Some(rec.principal.clone());
+        self.record(ev).await?;
+        Ok((value, rec))
+    }
+
     /// Issues a token for an agent acting for the holder of `parent`.
     pub async fn delegate(
         &self,
