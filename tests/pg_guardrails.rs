@@ -1090,3 +1090,57 @@ fn long_names_and_nested_executes_are_followed_as_the_server_does() {
     read_until_ready(&mut s);
     assert_eq!(orders(), "100");
 }
+
+/// What names hold is followed once per name, however often a statement
+/// names it, so a statement cannot make the gateway do unbounded work; and
+/// a non-ASCII name the server may shorten differently is unknown.
+#[test]
+fn names_cost_what_they_hold_once_and_ambiguous_names_are_unknown() {
+    let target = PgServer::start(Auth::Scram, false);
+    let gw = prod_gateway(&target);
+    let token = agent_token(&gw, "dev");
+    let mut s = raw_login(gw.pg_port, "alice", "dev", &token);
+    let big = format!("SELECT 1 /* {} */", "x".repeat(1 << 20));
+    s.write_all(&[parse_msg("p", &big), sync_msg()].concat())
+        .unwrap();
+    read_until_ready(&mut s);
+    s.write_all(&query_msg(&"EXECUTE p;".repeat(4000))).unwrap();
+    let (_, codes) = read_until_ready(&mut s);
+    assert!(codes.is_empty(), "{codes:?}");
+    // Each name runs the one before it eight times over.
+    let mut batch = vec![parse_msg("q0", "SELECT 1")];
+    for n in 1..8 {
+        batch.push(parse_msg(
+            &format!("q{n}"),
+            &format!("EXECUTE q{};", n - 1).repeat(8),
+        ));
+    }
+    batch.extend([bind_msg("", "q7"), execute_msg(""), sync_msg()]);
+    s.write_all(&batch.concat()).unwrap();
+    read_until_ready(&mut s);
+    s.write_all(&query_msg("SELECT 1")).unwrap();
+    assert!(
+        read_until_ready(&mut s).1.is_empty(),
+        "the session still serves"
+    );
+
+    // With client_encoding LATIN1, the server reads each byte of "é" as a
+    // character: the name doubles in length and is cut where the gateway
+    // cannot tell.
+    let token = agent_token(&gw, "prod");
+    let mut s = raw_login(gw.pg_port, "alice", "prod", &token);
+    s.write_all(&query_msg("SET client_encoding TO 'LATIN1'"))
+        .unwrap();
+    read_until_ready(&mut s);
+    let name = "é".repeat(16);
+    s.write_all(&query_msg(&format!(
+        "PREPARE \"{name}one\"(int) AS SELECT $1"
+    )))
+    .unwrap();
+    let (_, codes) = read_until_ready(&mut s);
+    assert_eq!(
+        codes,
+        vec!["42501"],
+        "an ambiguous name is unknown, blocked on prod"
+    );
+}

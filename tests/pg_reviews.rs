@@ -837,6 +837,24 @@ fn policy_approves_small_writes_and_unanswered_reviews_expire() {
         .unwrap()
         .contains("without a human"));
 
+    // Once the session may resolve names unlike the gateway's own session
+    // (another search_path), there is no estimate, so no approval by it.
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            &info,
+            "-c",
+            "SET search_path = public",
+            "-c",
+            "UPDATE orders SET qty = 12 WHERE id = 5",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "approved without an estimate");
+    let r = gw.cli_json(&["reviews", "show", &review_id(&stderr(&out))]);
+    assert!(r["impact"].is_null(), "{r}");
+
     // A write hidden in a CTE counts in full, whatever the top node says.
     let out = psql(
         &info,

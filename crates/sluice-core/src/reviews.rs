@@ -82,8 +82,8 @@ const MAX_PENDING_PER_PRINCIPAL: usize = 50;
 /// bounded as well.
 const MAX_REVIEWS_PER_MINUTE: u32 = 30;
 
-/// Longest statement text a review shows; the hash covers all of it.
-const MAX_SHOWN: usize = 16 * 1024;
+/// Longest statement a review shows; a longer one is not reviewed.
+const MAX_SHOWN: usize = 64 * 1024;
 
 /// How often a waiter looks at its review even without a notification,
 /// in case one was lost.
@@ -726,15 +726,14 @@ impl SessionHandle {
         let mode = self.review_mode();
         let hash = statement_hash(&ask.exact);
         let now = now_ms();
-        let shown = if ask.display.len() > MAX_SHOWN {
-            let mut end = MAX_SHOWN;
-            while !ask.display.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}\n-- (cut at {MAX_SHOWN} bytes)", &ask.display[..end])
-        } else {
-            ask.display.clone()
-        };
+        // What approvers cannot read in full, they cannot approve.
+        if ask.display.len() > MAX_SHOWN {
+            return Err(CoreError::Invalid(format!(
+                "the statement is too long to show approvers in full ({} bytes, at most {MAX_SHOWN})",
+                ask.display.len()
+            )));
+        }
+        let shown = ask.display.clone();
         let mut r = ReviewRecord {
             id: token::new_id("rev_"),
             kind: ReviewKind::Command,

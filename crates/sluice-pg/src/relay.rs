@@ -7,7 +7,7 @@
 //! chunk that carries it is forwarded. Buffers are bounded: a slow peer
 //! slows its own session down and nobody else's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -210,6 +210,7 @@ where
             catalog,
             verdict: Mutex::new(None),
             cancel: &cancel,
+            plans_differ: Default::default(),
         },
         shared.clone(),
         Senders {
@@ -354,6 +355,9 @@ struct ClientState {
     batch_open: bool,
     /// Bytes of statement text held in `prepared` and `portals`.
     tracked_bytes: usize,
+    /// Portals were forgotten to keep the map bounded: a name not known
+    /// now may still be open on the server.
+    forgot_portals: bool,
 }
 
 /// What a Parse, Bind or Close replaced.
@@ -395,6 +399,11 @@ fn capped(text: &str) -> String {
 /// are followed.
 const MAX_NAME_DEPTH: usize = 8;
 
+/// Most distinct names one statement's review follows, and most bytes of
+/// definitions its subject holds.
+const MAX_SUBJECT_NAMES: usize = 64;
+const MAX_SUBJECT_BYTES: usize = 1024 * 1024;
+
 /// Most statement text one session may keep prepared.
 const MAX_TRACKED_BYTES: usize = 64 * 1024 * 1024;
 
@@ -434,6 +443,10 @@ struct Guard<'a> {
     verdict: Mutex<Option<Verdict>>,
     /// Woken by the client's CancelRequest.
     cancel: &'a tokio::sync::Notify,
+    /// The session may resolve names differently from the gateway's own
+    /// (another search_path, temporary tables, another role): the planner
+    /// estimate from the gateway's session would be about other tables.
+    plans_differ: std::sync::atomic::AtomicBool,
 }
 
 /// What ends or interrupts a session from outside its byte streams.
@@ -452,10 +465,17 @@ enum Verdict {
     Refuse { hash: String, refusal: Refusal },
 }
 
+/// What a review would be about: the bytes its approval is bound to, and
+/// what approvers are shown (`None` when it cannot be shown faithfully).
+struct Subject {
+    bytes: Vec<u8>,
+    display: Option<String>,
+}
+
 /// What the bytes a review is about are, for its hash.
 enum Exact<'a> {
-    /// These bytes (the text, with a Bind's parameters).
-    Bytes(&'a [u8]),
+    /// Computed only when policy asks for a review: most commands need none.
+    Subject(&'a dyn Fn() -> Subject),
     /// A portal whose Bind a review approved: it runs.
     Approved(&'a str),
 }
@@ -491,14 +511,52 @@ struct ReviewAsk {
 const CLASSIFY_IN_PLACE: usize = 256 * 1024;
 
 impl Guard<'_> {
+    /// Notes a statement that may make this session resolve names unlike
+    /// the gateway's own session (so impact estimates stop).
+    fn note_session_state(&self, text: &str) {
+        let lower = text.to_ascii_lowercase();
+        if [
+            "search_path",
+            "temp",
+            "discard",
+            "set_config",
+            "role",
+            "authorization",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
+        {
+            self.plans_differ
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn classify(&self, text: &str, unsafe_encoding: bool) -> Arc<Classified> {
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if text.len() > CLASSIFY_IN_PLACE && multi_thread {
+        let classified = if text.len() > CLASSIFY_IN_PLACE && multi_thread {
             tokio::task::block_in_place(|| self.classifier.classify(text, unsafe_encoding))
         } else {
             self.classifier.classify(text, unsafe_encoding)
+        };
+        // SQL names are cut to 63 bytes by the server after conversion from
+        // the client's encoding, where a non-ASCII name can grow: which name
+        // the server means is then unknown here.
+        let names = classified
+            .prepares
+            .iter()
+            .map(|(n, _)| n)
+            .chain(classified.declares.iter().map(|(n, _)| n))
+            .chain(&classified.executes)
+            .chain(&classified.fetches);
+        if let Some(name) = names.into_iter().find(|n| server_name(n).is_err()) {
+            let mut c = (*classified).clone();
+            c.merge(&Classified::from(Classification::unknown(format!(
+                "the name {name:?} has non-ASCII characters and is long enough that the server may shorten it to another name"
+            ))));
+            return Arc::new(c);
         }
+        classified
     }
 
     /// Classifies a command and asks policy about it; returns the refusal
@@ -532,10 +590,11 @@ impl Guard<'_> {
                     cmd.decision = Some(decision);
                     return Ok(None);
                 }
-                Exact::Bytes(bytes) => {
+                Exact::Subject(subject) => {
+                    let subject = subject();
                     // Keyed by how it arrives: the same bytes as a Query
                     // and as a Bind are different things to approve.
-                    let keyed = [cmd.path.as_bytes(), b"\0", bytes].concat();
+                    let keyed = [cmd.path.as_bytes(), b"\0", &subject.bytes].concat();
                     let hash = statement_hash(&keyed);
                     let verdict = self
                         .verdict
@@ -562,11 +621,12 @@ impl Guard<'_> {
                                 .effects
                                 .iter()
                                 .all(|e| !matches!(e, Class::Unknown | Class::Admin))
-                                && !cmd.text.contains('\\'))
+                                && !cmd.text.contains('\\')
+                                && !self.plans_differ.load(std::sync::atomic::Ordering::Relaxed))
                             .then(|| cmd.text.clone());
                             return Err(Stop::Review(Box::new(ReviewAsk {
                                 exact: keyed,
-                                display: None,
+                                display: subject.display,
                                 classification,
                                 decision,
                                 plannable,
@@ -619,17 +679,12 @@ fn decode_client_message(
             let classified = guard.classify(text, st.unsafe_encoding);
             let classification = st.resolve_now(&classified, 0);
             let mut cmd = command("simple", text.to_string());
-            let masker = &guard.session.core().masking().masker;
-            let (exact, display) = st.review_subject(masker, text, &classified);
-            let refusal = match guard.decide(&mut cmd, classification, Exact::Bytes(&exact)) {
-                Err(Stop::Review(mut ask)) => {
-                    ask.display = display;
-                    return Err(Stop::Review(ask));
-                }
-                other => other?,
-            };
+            let masking = guard.session.core().masking();
+            let subject = || st.review_subject(&masking.masker, text, &classified);
+            let refusal = guard.decide(&mut cmd, classification, Exact::Subject(&subject))?;
             if refusal.is_none() {
                 st.follow(&classified, text)?;
+                guard.note_session_state(text);
             }
             let replacement = refusal.as_ref().map(|_| {
                 // Fails in the parser, whatever the transaction state, and
@@ -695,12 +750,15 @@ fn decode_client_message(
             // The parameters are part of what runs: an approval covers
             // these values only. Approvers see them (masked) after the text.
             let masking = guard.session.core().masking();
-            let (subject, display) =
-                st.review_subject(&masking.masker, &statement.text, &statement.classified);
-            let exact = [&subject[..], b"\0", rest].concat();
-            let refusal = match guard.decide(&mut cmd, classification, Exact::Bytes(&exact)) {
+            let subject = || {
+                let of = st.review_subject(&masking.masker, &statement.text, &statement.classified);
+                Subject {
+                    bytes: [&of.bytes[..], b"\0", rest].concat(),
+                    display: of.display.map(|d| bind_display(&masking.masker, &d, rest)),
+                }
+            };
+            let refusal = match guard.decide(&mut cmd, classification, Exact::Subject(&subject)) {
                 Err(Stop::Review(mut ask)) => {
-                    ask.display = display.map(|d| bind_display(&masking.masker, &d, rest));
                     if bind_has_parameters(rest) {
                         ask.plannable = None;
                     }
@@ -733,10 +791,11 @@ fn decode_client_message(
                 classified: statement.classified.clone(),
                 shape: statement.shape.clone(),
                 formats: result_formats(rest).map(Arc::from),
-                approved: cmd
-                    .review
-                    .clone()
-                    .map(|review| (review, statement_hash(&subject))),
+                approved: cmd.review.clone().map(|review| {
+                    let of =
+                        st.review_subject(&masking.masker, &statement.text, &statement.classified);
+                    (review, statement_hash(&of.bytes))
+                }),
             });
             st.make_room_for_portal(portal);
             st.track(portal.len())?;
@@ -753,27 +812,22 @@ fn decode_client_message(
                 .unwrap_or_else(|| Prepared::unknown(format!("unknown portal {portal:?}")));
             let mut cmd = command("extended", prepared.text.to_string());
             let classification = st.resolved(&prepared);
-            let masker = &guard.session.core().masking().masker;
-            let (subject, display) =
-                st.review_subject(masker, &prepared.text, &prepared.classified);
+            let masking = guard.session.core().masking();
+            let subject =
+                || st.review_subject(&masking.masker, &prepared.text, &prepared.classified);
             // A name the statement runs (`EXECUTE p`) may have been
             // redefined since the Bind: the approval holds only if what
             // runs now is what was approved.
             let exact = match &prepared.approved {
-                Some((review, hash)) if *hash == statement_hash(&subject) => {
+                Some((review, hash)) if *hash == statement_hash(&subject().bytes) => {
                     Exact::Approved(review)
                 }
-                _ => Exact::Bytes(&subject),
+                _ => Exact::Subject(&subject),
             };
-            let refusal = match guard.decide(&mut cmd, classification, exact) {
-                Err(Stop::Review(mut ask)) => {
-                    ask.display = display;
-                    return Err(Stop::Review(ask));
-                }
-                other => other?,
-            };
+            let refusal = guard.decide(&mut cmd, classification, exact)?;
             if refusal.is_none() {
                 st.follow(&prepared.classified, &prepared.text)?;
+                guard.note_session_state(&prepared.text);
             }
             let replacement = refusal.as_ref().map(|_| {
                 let mut b = BytesMut::new();
@@ -845,7 +899,10 @@ fn decode_client_message(
                 Arc::new(Classification::unknown(
                     "a fast-path function call names its function only by oid",
                 )),
-                Exact::Bytes(body),
+                Exact::Subject(&|| Subject {
+                    bytes: body.to_vec(),
+                    display: None,
+                }),
             )?;
             if refusal.is_none() {
                 // Any function, set_config('client_encoding', ...) included.
@@ -973,48 +1030,63 @@ impl ClientState {
     /// bound to and what approvers read. Both include the current
     /// definitions of the statements and portals it runs by name (`EXECUTE
     /// p`, `FETCH c`), so an approval never covers a name redefined later.
-    fn review_subject(
-        &self,
-        masker: &Masker,
-        text: &str,
-        classified: &Classified,
-    ) -> (Vec<u8>, Option<String>) {
-        let mut exact = text.as_bytes().to_vec();
-        let mut display = crate::shown::statement(masker, text, &classified.classification);
-        self.add_definitions(masker, classified, 0, &mut exact, &mut display);
-        (exact, display)
+    fn review_subject(&self, masker: &Masker, text: &str, classified: &Classified) -> Subject {
+        let mut subject = Subject {
+            bytes: text.as_bytes().to_vec(),
+            display: crate::shown::statement(masker, text, &classified.classification),
+        };
+        let mut seen = HashSet::new();
+        self.add_definitions(masker, classified, 0, &mut seen, &mut subject);
+        subject
     }
 
-    /// Appends, recursively, the definitions of the names `classified`
-    /// runs to a review's subject.
+    /// Appends the definitions of the names `classified` runs, and of the
+    /// names those run, each name once; past the bounds nothing more is
+    /// added and the subject cannot be shown (so it is not reviewed).
     fn add_definitions(
         &self,
         masker: &Masker,
         classified: &Classified,
         depth: usize,
-        exact: &mut Vec<u8>,
-        display: &mut Option<String>,
+        seen: &mut HashSet<(bool, String)>,
+        subject: &mut Subject,
     ) {
         for (verb, names, defined) in [
             ("EXECUTE", &classified.executes, &self.prepared),
             ("FETCH", &classified.fetches, &self.portals),
         ] {
             for name in names {
+                if !seen.insert((verb == "FETCH", name.clone())) {
+                    continue;
+                }
+                if seen.len() > MAX_SUBJECT_NAMES
+                    || subject.bytes.len() > MAX_SUBJECT_BYTES
+                    || depth >= MAX_NAME_DEPTH
+                {
+                    subject.display = None;
+                    subject
+                        .bytes
+                        .extend_from_slice(b"\0(too many names to follow)");
+                    return;
+                }
                 let def = defined.get(name);
                 let text = def.map_or("(not known to the gateway)", |p| &*p.text);
                 for part in [verb.as_bytes(), name.as_bytes(), text.as_bytes()] {
-                    exact.push(0);
-                    exact.extend_from_slice(part);
+                    subject.bytes.push(0);
+                    subject.bytes.extend_from_slice(part);
                 }
                 let shown = def.and_then(|p| {
                     crate::shown::statement(masker, &capped(text), &p.classification)
                 });
-                *display = display
-                    .take()
-                    .zip(shown)
-                    .map(|(d, s)| format!("{d}\n-- {verb} {name:?} runs: {s}"));
-                if let Some(p) = def.filter(|_| depth + 1 < MAX_NAME_DEPTH) {
-                    self.add_definitions(masker, &p.classified, depth + 1, exact, display);
+                match (&mut subject.display, shown) {
+                    (Some(d), Some(s)) => {
+                        d.push_str(&format!("\n-- {verb} {name:?} runs: "));
+                        d.push_str(&s);
+                    }
+                    _ => subject.display = None,
+                }
+                if let Some(p) = def {
+                    self.add_definitions(masker, &p.classified, depth + 1, seen, subject);
                 }
             }
         }
@@ -1043,21 +1115,37 @@ impl ClientState {
             return classified.classification.clone();
         }
         let mut c = (*classified.classification).clone();
-        if depth >= MAX_NAME_DEPTH {
-            c.merge(&Classification::unknown(
-                "names that run names, nested too deep to follow",
-            ));
-            return Arc::new(c);
-        }
+        let mut seen = HashSet::new();
+        self.resolve_into(classified, depth, &mut seen, &mut c);
+        Arc::new(c)
+    }
+
+    /// Merges into `c` what the names `classified` runs do, each name once.
+    fn resolve_into(
+        &self,
+        classified: &Classified,
+        depth: usize,
+        seen: &mut HashSet<(bool, String)>,
+        c: &mut Classification,
+    ) {
         for (names, defined, verb) in [
             (&classified.executes, &self.prepared, "EXECUTE"),
             (&classified.fetches, &self.portals, "FETCH from"),
         ] {
             for name in names {
+                if !seen.insert((verb != "EXECUTE", name.clone())) {
+                    continue;
+                }
+                if depth >= MAX_NAME_DEPTH || seen.len() > MAX_SUBJECT_NAMES {
+                    c.merge(&Classification::unknown(
+                        "names that run names, too many or too deep to follow",
+                    ));
+                    return;
+                }
                 match defined.get(name) {
                     Some(p) => {
                         c.merge(&p.classification);
-                        c.merge(&self.resolve_now(&p.classified, depth + 1));
+                        self.resolve_into(&p.classified, depth + 1, seen, c);
                     }
                     None => c.merge(&Classification::unknown(format!(
                         "{verb} {name}: nothing of that name is known in this session"
@@ -1065,7 +1153,6 @@ impl ClientState {
                 }
             }
         }
-        Arc::new(c)
     }
 
     /// Applies a Parse, Bind or Close here; the op makes the server's
@@ -1146,6 +1233,7 @@ impl ClientState {
     fn make_room_for_portal(&mut self, name: &str) {
         if self.portals.len() >= MAX_TRACKED && !self.portals.contains_key(name) {
             self.portals.retain(|n, _| n.is_empty());
+            self.forgot_portals = true;
         }
     }
 
@@ -1248,6 +1336,14 @@ impl ClientState {
             };
             let entry = match self.portals.remove(name) {
                 Some(old) => Prepared::either(&old, &cursor),
+                // A forgotten cursor of this name may still be open (then
+                // the DECLARE fails and the old one stays): either runs.
+                None if self.forgot_portals => {
+                    self.make_room_for_portal(name);
+                    let forgotten =
+                        Prepared::unknown(format!("cursor {name:?} may be one the gateway forgot"));
+                    Prepared::either(&forgotten, &cursor)
+                }
                 None => {
                     self.make_room_for_portal(name);
                     cursor
@@ -1359,6 +1455,7 @@ where
         next_change: 0,
         batch_open: false,
         tracked_bytes: 0,
+        forgot_portals: false,
     };
     let session = guard.session;
     let mut ops = Vec::new();

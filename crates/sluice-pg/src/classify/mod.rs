@@ -445,9 +445,19 @@ impl Classified {
     pub fn merge(&mut self, other: &Classified) {
         Arc::make_mut(&mut self.classification).merge(&other.classification);
         self.prepares.extend(other.prepares.iter().cloned());
-        self.executes.extend(other.executes.iter().cloned());
+        // Names once each: definitions merged again and again (failed
+        // redefinitions) must not multiply what resolving them costs.
+        for n in &other.executes {
+            if !self.executes.contains(n) {
+                self.executes.push(n.clone());
+            }
+        }
         self.declares.extend(other.declares.iter().cloned());
-        self.fetches.extend(other.fetches.iter().cloned());
+        for n in &other.fetches {
+            if !self.fetches.contains(n) {
+                self.fetches.push(n.clone());
+            }
+        }
         self.lineage.merge(&other.lineage);
         self.deallocates.extend(other.deallocates.iter().cloned());
         self.changes_encoding |= other.changes_encoding;
