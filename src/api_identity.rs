@@ -32,6 +32,28 @@ pub struct Exchange {
     pub logins: Logins,
     /// Where clients reach the PostgreSQL listener, for `sluice connect`.
     pub postgres_listen: String,
+    /// Refusals recorded in the current minute: (minute start, count).
+    pub refusals: std::sync::Mutex<(i64, u32)>,
+}
+
+/// Most refusals of unauthenticated requests recorded per minute: anyone
+/// can send them, and the audit chain is kept forever.
+const MAX_REFUSALS_RECORDED: u32 = 120;
+
+impl Exchange {
+    /// Whether one more refusal may be recorded this minute.
+    fn may_record_refusal(&self) -> bool {
+        let now = sluice_core::time::now_ms();
+        let mut r = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if now - r.0 >= 60_000 {
+            *r = (now, 0);
+        }
+        r.1 += 1;
+        if r.1 == MAX_REFUSALS_RECORDED + 1 {
+            tracing::warn!("more than {MAX_REFUSALS_RECORDED} refused exchanges or sign-ins this minute; the rest are not recorded one by one");
+        }
+        r.1 <= MAX_REFUSALS_RECORDED
+    }
 }
 
 /// Routes that take the caller's own credential, and the exchange, which
@@ -52,6 +74,8 @@ pub fn router(core: Arc<Core>, exchange: Arc<Exchange>) -> Router<Arc<Core>> {
         .route("/v1/login/device", post(login_device))
         .route("/v1/login/device/poll", post(login_device_poll))
         .layer(Extension(exchange))
+        // Tokens and codes are small; nobody needs to send megabytes here.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
 }
 
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -89,7 +113,11 @@ async fn exchange_token(
 ) -> Response {
     let refuse = |code: &'static str, why: String, issuer: Option<String>| {
         let core = core.clone();
+        let record = exchange.may_record_refusal();
         async move {
+            if !record {
+                return oauth_error(code, why);
+            }
             let mut ev = EventDraft::new(
                 "token.exchange_refused",
                 json!({"issuer": issuer, "reason": why}),
@@ -124,6 +152,15 @@ async fn exchange_token(
         Ok(v) => v,
         Err(why) => return refuse("invalid_grant", why, None).await,
     };
+    if claims.get("nonce").is_some() {
+        // An ID token from a person's sign-in is not a workload's token.
+        return refuse(
+            "invalid_grant",
+            "the token is an ID token from a sign-in (it has a nonce), not a workload token".into(),
+            Some(issuer),
+        )
+        .await;
+    }
     let trusted = match match_trust(&exchange.rules, &issuer, &claims) {
         Ok(t) => t,
         Err(why) => return refuse("invalid_grant", why, Some(issuer)).await,
@@ -160,6 +197,7 @@ async fn exchange_token(
                 role: None,
                 api: false,
                 groups: trusted.groups.clone(),
+                parent: None,
             },
             &format!("exchange:{issuer}/{}", trusted.rule),
         )
@@ -222,7 +260,10 @@ fn signed_in(s: SignedIn) -> Json<serde_json::Value> {
 }
 
 /// Records a refused sign-in and answers with the reason.
-async fn login_refused(core: &Core, why: String) -> ApiError {
+async fn login_refused(core: &Core, x: &Exchange, why: String) -> ApiError {
+    if !x.may_record_refusal() {
+        return ApiError(StatusCode::UNAUTHORIZED, why);
+    }
     let ev = EventDraft::new("login.refused", json!({ "reason": why }));
     if let Err(e) = core.record(ev).await {
         return ApiError::from(e);
@@ -237,7 +278,7 @@ async fn login_code(
 ) -> ApiResult<Json<serde_json::Value>> {
     match x.logins.code(&core, &x.verifier, &req).await {
         Ok(s) => Ok(signed_in(s)),
-        Err(why) => Err(login_refused(&core, why).await),
+        Err(why) => Err(login_refused(&core, &x, why).await),
     }
 }
 
@@ -274,7 +315,7 @@ async fn login_device_poll(
     {
         Ok(Some(s)) => Ok(signed_in(s)),
         Ok(None) => Ok(Json(json!({"pending": true}))),
-        Err(why) => Err(login_refused(&core, why).await),
+        Err(why) => Err(login_refused(&core, &x, why).await),
     }
 }
 
@@ -291,7 +332,7 @@ async fn login_refresh(
     }
     match x.logins.refresh(&core, &x.verifier, &caller).await {
         Ok(s) => Ok(signed_in(s)),
-        Err(why) => Err(login_refused(&core, why).await),
+        Err(why) => Err(login_refused(&core, &x, why).await),
     }
 }
 
@@ -307,8 +348,20 @@ async fn logout(
             "the admin credential does not sign out".into(),
         ));
     }
-    core.revoke_token(&caller.id, &caller.principal).await?;
-    Ok(Json(json!({"revoked": caller.id})))
+    // A renewed sign-in descends from the first: ending it ends them all.
+    let mut root = caller.clone();
+    while let Some(parent) = root.parent.clone() {
+        match core.store().token_by_id(&parent).await? {
+            Some(p) if p.kind == "user" && p.principal == caller.principal => root = p,
+            _ => break,
+        }
+    }
+    if root.revoked_at.is_none() {
+        core.revoke_token(&root.id, &caller.principal).await?;
+    } else {
+        core.revoke_token(&caller.id, &caller.principal).await?;
+    }
+    Ok(Json(json!({"revoked": root.id})))
 }
 
 #[derive(Deserialize)]

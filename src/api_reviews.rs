@@ -234,6 +234,7 @@ fn requester(caller: &TokenRecord) -> ApiResult<Principal> {
         name: caller.principal.clone(),
         actor: caller.actor.clone(),
         groups: caller.groups.clone(),
+        delegated: false,
     })
 }
 
@@ -253,6 +254,6 @@ async fn claim_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let who = requester(&caller)?;
-    let (token, rec) = core.claim_access(&id, &who).await?;
+    let (token, rec) = core.claim_access(&id, &who, &caller.id).await?;
     Ok(Json(json!({"token": token, "record": rec})))
 }

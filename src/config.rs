@@ -588,14 +588,16 @@ impl Config {
         let mut issuers = Vec::new();
         for (i, s) in self.identity.issuers.iter().enumerate() {
             let at = format!("{}: identity.issuers[{i}] ({:?})", self.source, s.name);
-            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-                .iter()
-                .any(|p| s.issuer.starts_with(p));
+            let loopback =
+                reqwest::Url::parse(&s.issuer).is_ok_and(|u| crate::oidc::loopback_http(&u));
             if !s.issuer.starts_with("https://") && !loopback {
                 bail!("{at}: issuer must be an https:// URL");
             }
             if s.audience.is_empty() {
                 bail!("{at}: audience must not be empty");
+            }
+            if s.client_id.as_deref() == Some(s.audience.as_str()) {
+                bail!("{at}: audience must differ from client_id, or people's ID tokens could be exchanged as workload tokens");
             }
             for c in &s.connections {
                 if !self.connections.iter().any(|k| &k.name == c) {
@@ -651,6 +653,9 @@ impl Config {
             let at = format!("{}: identity.trust[{i}] ({:?})", self.source, t.name);
             if !issuers.iter().any(|s| s.name == t.issuer) {
                 bail!("{at}: issuer: no [[identity.issuers]] named {:?}", t.issuer);
+            }
+            if t.claims.is_empty() {
+                bail!("{at}: claims: name at least one condition (for GitHub, the repository or its owner): without one, every token of the issuer would match");
             }
             if !t.principal.starts_with("workload:") {
                 bail!("{at}: principal must start with \"workload:\" (workload identities never pass for people)");

@@ -117,6 +117,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         rules: trust,
         logins: Default::default(),
         postgres_listen,
+        refusals: Default::default(),
     });
     let api = axum::serve(
         api_listener,

@@ -59,7 +59,7 @@ pub struct SignedIn {
 fn login_of<'a>(verifier: &'a Verifier, name: &str) -> Result<(&'a Issuer, &'a Login), String> {
     let issuer = verifier
         .issuer(name)
-        .ok_or_else(|| format!("no identity provider named {name:?}"))?;
+        .ok_or_else(|| format!("no identity provider named {:?}", crate::oidc::short(name)))?;
     let login = issuer
         .login
         .as_ref()
@@ -154,6 +154,13 @@ impl Logins {
         issuer_name: &str,
     ) -> Result<Value, String> {
         let (issuer, login) = login_of(verifier, issuer_name)?;
+        {
+            let mut devices = self.devices.lock().await;
+            devices.retain(|_, d| d.until > Instant::now());
+            if devices.len() >= MAX_DEVICE_LOGINS {
+                return Err("too many sign-ins in progress; try again shortly".into());
+            }
+        }
         let doc = verifier.discovery(issuer).await?;
         let url = doc["device_authorization_endpoint"]
             .as_str()
@@ -174,7 +181,8 @@ impl Logins {
         }
         let device_code = body["device_code"].as_str().ok_or("no device_code")?;
         let expires_in = body["expires_in"].as_u64().unwrap_or(600).min(3600);
-        let id = sluice_core::token::new_id("login_");
+        // A bearer secret until the sign-in completes: as random as a token.
+        let id = format!("login_{}", hex::encode(rand::random::<[u8; 16]>()));
         let mut devices = self.devices.lock().await;
         devices.retain(|_, d| d.until > Instant::now());
         if devices.len() >= MAX_DEVICE_LOGINS {
@@ -271,15 +279,7 @@ impl Logins {
             format!("the provider no longer renews this sign-in ({c}: {d}); sign in again")
         })?;
         let renewed = self
-            .finish(
-                core,
-                verifier,
-                issuer,
-                login,
-                &answer,
-                None,
-                Some(&caller.principal),
-            )
+            .finish(core, verifier, issuer, login, &answer, None, Some(caller))
             .await?;
         self.refresh.lock().await.remove(&caller.id);
         Ok(renewed)
@@ -296,7 +296,7 @@ impl Logins {
         login: &Login,
         answer: &Value,
         nonce: Option<&str>,
-        same_person: Option<&str>,
+        renewing: Option<&TokenRecord>,
     ) -> Result<SignedIn, String> {
         let id_token = answer["id_token"]
             .as_str()
@@ -316,8 +316,13 @@ impl Logins {
             .as_str()
             .ok_or_else(|| format!("the ID token has no {:?} claim", login.principal_claim))?
             .to_string();
-        if login.principal_claim == "email" && claims["email_verified"] == json!(false) {
-            return Err("the provider has not verified this email address".into());
+        if login.principal_claim == "email"
+            && claims["email_verified"] != json!(true)
+            && claims["email_verified"] != json!("true")
+        {
+            return Err(
+                "the provider does not say this email address is verified (email_verified)".into(),
+            );
         }
         if principal.is_empty()
             || principal.len() > 200
@@ -326,11 +331,15 @@ impl Logins {
             || principal
                 .chars()
                 .any(|c| c.is_control() || c.is_whitespace())
+            || sluice_core::review::printable(&principal) != principal
         {
-            return Err(format!("{principal:?} cannot name a person in sluice"));
+            return Err(format!(
+                "{:?} cannot name a person in sluice",
+                crate::oidc::short(&principal)
+            ));
         }
-        if let Some(p) = same_person {
-            if p != principal {
+        if let Some(old) = renewing {
+            if old.principal != principal {
                 return Err("the renewed sign-in names another person".into());
             }
         }
@@ -356,6 +365,9 @@ impl Logins {
                     role: None,
                     api: true,
                     groups: groups.clone(),
+                    // Renewed from the old credential: revoking either
+                    // end of the chain (or signing out) revokes it.
+                    parent: renewing.map(|old| old.id.clone()),
                 },
                 &format!("login:{}", issuer.name),
             )
@@ -364,7 +376,7 @@ impl Logins {
         let mut ev = EventDraft::new(
             "login",
             json!({"issuer": issuer.name, "token_id": record.id, "groups": groups,
-                   "subject": claims["sub"], "renewed": same_person.is_some()}),
+                   "subject": claims["sub"], "renewed": renewing.is_some()}),
         );
         ev.principal = Some(principal);
         core.record(ev).await.map_err(|e| e.to_string())?;
@@ -380,7 +392,5 @@ impl Logins {
 
 /// Whether a redirect URI points back at the signing-in machine.
 fn is_loopback_redirect(uri: &str) -> bool {
-    ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
-        .iter()
-        .any(|p| uri.starts_with(p))
+    reqwest::Url::parse(uri).is_ok_and(|u| crate::oidc::loopback_http(&u))
 }

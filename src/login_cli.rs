@@ -166,12 +166,23 @@ fn receive_code(listener: std::net::TcpListener, state: &str) -> Result<String> 
             }
             Err(e) => return Err(e.into()),
         };
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // Anything that is not the provider's redirect is ignored: another
+        // local process or a web page probing ports cannot end the sign-in.
+        if stream.set_nonblocking(false).is_err()
+            || stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .is_err()
+        {
+            continue;
+        }
         let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line)?;
+        if BufReader::new(&stream).read_line(&mut line).is_err() {
+            continue;
+        }
         let path = line.split_whitespace().nth(1).unwrap_or("/");
-        let url = reqwest::Url::parse(&format!("http://127.0.0.1{path}"))?;
+        let Ok(url) = reqwest::Url::parse(&format!("http://127.0.0.1{path}")) else {
+            continue;
+        };
         let param = |k: &str| {
             url.query_pairs()
                 .find(|(n, _)| n == k)
@@ -183,12 +194,15 @@ fn receive_code(listener: std::net::TcpListener, state: &str) -> Result<String> 
                 "Signed in to sluice. You can close this window.",
                 Ok(code),
             ),
-            (_, _, Some(err)) => (
+            (_, Some(s), Some(err)) if s == state => (
                 "400 Bad Request",
                 "Sign-in failed; see the terminal.",
                 Err(anyhow!(
-                    "the provider refused: {err} {}",
-                    param("error_description").unwrap_or_default()
+                    "the provider refused: {}",
+                    sluice_core::review::printable(&format!(
+                        "{err} {}",
+                        param("error_description").unwrap_or_default()
+                    ))
                 )),
             ),
             _ => {

@@ -60,6 +60,8 @@ pub struct Verifier {
     issuers: Vec<Issuer>,
     http: reqwest::Client,
     keys: Mutex<HashMap<String, Keys>>,
+    /// Discovery documents, by issuer, with when they were fetched.
+    docs: Mutex<HashMap<String, (Instant, Value)>>,
 }
 
 /// Keys are refetched after this long, and at once (but not more often
@@ -81,6 +83,7 @@ impl Verifier {
                 .build()
                 .expect("an HTTP client with defaults"),
             keys: Mutex::new(HashMap::new()),
+            docs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -107,6 +110,22 @@ impl Verifier {
 
     /// The issuer's discovery document.
     pub async fn discovery(&self, issuer: &Issuer) -> Result<Value, String> {
+        // Cached: unauthenticated sign-in requests must not each become a
+        // request to the provider.
+        if let Some((at, doc)) = self.docs.lock().await.get(&issuer.issuer) {
+            if at.elapsed() < KEYS_TTL {
+                return Ok(doc.clone());
+            }
+        }
+        let doc = self.fetch_discovery(issuer).await?;
+        self.docs
+            .lock()
+            .await
+            .insert(issuer.issuer.clone(), (Instant::now(), doc.clone()));
+        Ok(doc)
+    }
+
+    async fn fetch_discovery(&self, issuer: &Issuer) -> Result<Value, String> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.issuer.trim_end_matches('/')
@@ -179,7 +198,7 @@ impl Verifier {
             .issuers
             .iter()
             .find(|i| i.issuer == claimed)
-            .ok_or_else(|| format!("issuer {claimed:?} is not trusted"))?;
+            .ok_or_else(|| format!("issuer {:?} is not trusted", short(&claimed)))?;
         let jwk = self.key(issuer, &kid).await?;
         let family_ok = match (&jwk.algorithm, alg) {
             (AlgorithmParameters::RSA(_), a) => matches!(
@@ -198,10 +217,11 @@ impl Verifier {
         };
         if !family_ok {
             return Err(format!(
-                "key {kid:?} is not a key for {alg:?} (only RSA and EC keys are used)"
+                "key {:?} is not a key for {alg:?} (only RSA and EC keys are used)",
+                short(&kid)
             ));
         }
-        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("key {kid:?}: {e}"))?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("key {:?}: {e}", short(&kid)))?;
         let mut v = Validation::new(alg);
         v.leeway = LEEWAY_SECS;
         v.validate_nbf = true;
@@ -246,7 +266,13 @@ impl Verifier {
         }
         keys.get(&issuer.issuer)
             .and_then(|k| k.set.find(kid).cloned())
-            .ok_or_else(|| format!("key id {kid:?} is not among {}'s keys", issuer.name))
+            .ok_or_else(|| {
+                format!(
+                    "key id {:?} is not among {}'s keys",
+                    short(kid),
+                    issuer.name
+                )
+            })
     }
 
     async fn fetch_keys(&self, issuer: &Issuer) -> Result<JwkSet, String> {
@@ -279,6 +305,23 @@ impl Verifier {
             .await
             .map_err(|e| format!("{url}: not JSON: {}", e.without_url()))
     }
+}
+
+/// Whether a URL is plain HTTP to this machine, with no user part.
+pub fn loopback_http(u: &reqwest::Url) -> bool {
+    let host = u.host_str().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    u.scheme() == "http" && u.username().is_empty() && u.password().is_none() && loopback
+}
+
+/// A value from an unverified token, cut for messages and records.
+pub fn short(s: &str) -> &str {
+    &s[..s.floor_char_boundary(100)]
 }
 
 /// The `iss` of a token, read without verifying it.

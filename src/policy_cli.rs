@@ -83,6 +83,7 @@ impl LocalPolicy {
             name: principal.to_string(),
             actor: actor.map(str::to_string),
             groups: Vec::new(),
+            delegated: false,
         };
         let entities = self.engine.entities(&who, conn);
         // As the first statement of a fresh session.

@@ -36,11 +36,24 @@ fn cli_as_json(gw: &Gateway, credential: &str, args: &[&str]) -> serde_json::Val
 #[test]
 fn delegated_tokens_are_never_wider_or_longer_and_die_with_their_delegator() {
     let target = PgServer::start(Auth::Scram, false);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"all\") permit (principal, action, resource);\n\
+         @id(\"ddl-for-dba\") @reason(\"schema changes are for the dba group\")\n\
+         forbid (principal, action == Sluice::Action::\"ddl\", resource) unless { principal in Sluice::Group::\"dba\" };\n",
+    )
+    .unwrap();
     let gw = Gateway::start(
         "",
         "",
-        &(connection_toml("shop", &target, "prefer", "env = \"dev\"")
-            + &connection_toml("other", &target, "prefer", "env = \"dev\"")),
+        &format!(
+            "[policy]\nfiles = [{:?}]\n[policy.groups]\ndba = [\"agent:migrator\"]\n\n{}{}",
+            policy.to_str().unwrap(),
+            connection_toml("shop", &target, "prefer", "env = \"dev\""),
+            connection_toml("other", &target, "prefer", "env = \"dev\"")
+        ),
     );
     // Alice's own credential: the shop connection, for two minutes.
     let issued = gw.cli_json(&[
@@ -129,6 +142,51 @@ fn delegated_tokens_are_never_wider_or_longer_and_die_with_their_delegator() {
     assert_eq!(psql_ok(&info, "SELECT count(*) FROM orders").trim(), "100");
     let sessions = gw.cli_json(&["sessions", "list", "--principal", "alice"]);
     assert_eq!(sessions[0]["actor"], "agent:claude");
+
+    // A delegator names its agent, but the name grants nothing: the
+    // administrator's agent:migrator is in the dba group, a delegated one
+    // of that name is not.
+    let admins = gw
+        .cli_ok(&[
+            "token",
+            "issue",
+            "--principal",
+            "alice",
+            "--actor",
+            "agent:migrator",
+            "--connection",
+            "shop",
+            "--ttl",
+            "5m",
+        ])
+        .trim()
+        .to_string();
+    psql_ok(
+        &gw.conninfo("shop", "alice", &admins),
+        "CREATE TABLE by_the_dba_agent (id int)",
+    );
+    let posing = cli_as_json(
+        &gw,
+        &alice,
+        &[
+            "token",
+            "delegate",
+            "--actor",
+            "agent:migrator",
+            "--connection",
+            "shop",
+        ],
+    );
+    let posing = posing["token"].as_str().unwrap().to_string();
+    let ddl = psql(
+        &gw.conninfo("shop", "alice", &posing),
+        "CREATE TABLE by_a_pretender (id int)",
+    );
+    assert!(
+        stderr(&ddl).contains("schema changes are for the dba group"),
+        "{}",
+        stderr(&ddl)
+    );
 
     // A read-only delegation refuses writes.
     let ro = cli_as_json(
@@ -765,7 +823,10 @@ fn people_sign_in_with_their_provider_and_connect_without_handling_a_secret() {
         stderr(&not_mine)
     );
 
-    // Renewal without the browser, while the provider allows.
+    // Renewal without the browser, while the provider allows; the renewed
+    // sign-in descends from the first, so signing out ends both.
+    let before = sluice(&["connect", "shop"]).output().unwrap();
+    let before = String::from_utf8_lossy(&before.stdout).trim().to_string();
     let renewed = sluice(&["login", "--renew"]).output().unwrap();
     assert!(renewed.status.success(), "{}", stderr(&renewed));
 
@@ -778,6 +839,8 @@ fn people_sign_in_with_their_provider_and_connect_without_handling_a_secret() {
     assert!(out.status.success(), "{}", stderr(&out));
     let after = psql(&conninfo, "SELECT 1");
     assert!(stderr(&after).contains("revoked"), "{}", stderr(&after));
+    let first = psql(&before, "SELECT 1");
+    assert!(stderr(&first).contains("revoked"), "{}", stderr(&first));
 
     // The device flow, for machines without a browser (the test provider
     // approves on the second poll).

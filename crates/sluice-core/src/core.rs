@@ -88,6 +88,8 @@ pub struct Grant {
     pub role: Option<String>,
     /// Groups from the principal's identity provider.
     pub groups: Vec<String>,
+    /// The actor was named by a delegator, not an administrator.
+    pub delegated: bool,
 }
 
 /// A request to issue an access token.
@@ -115,6 +117,10 @@ pub struct IssueRequest {
     /// Groups (sluice group names) the principal is in besides `[policy.groups]`.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The token this one comes from (a renewed sign-in): revoking that
+    /// revokes this. Set by the gateway only.
+    #[serde(skip)]
+    pub parent: Option<String>,
 }
 
 /// The role every adapter enforces itself: reads only, whatever policy allows.
@@ -298,7 +304,7 @@ impl Core {
             revoked_at: None,
             created_by: Some(issued_by.to_string()),
             role: req.role.clone(),
-            parent: None,
+            parent: req.parent.clone(),
             groups: req.groups.clone(),
         };
         self.store.insert_token(rec.clone()).await?;
@@ -365,6 +371,7 @@ impl Core {
             .await?
             .filter(|t| {
                 t.revoked_at.is_none()
+                    && t.uses_left != Some(0)
                     && (t.kind == "admin"
                         || (matches!(t.kind.as_str(), "user" | "access")
                             && t.expires_at.is_some_and(|e| e > now)))
@@ -384,10 +391,20 @@ impl Core {
         ev.principal = Some(rec.principal);
         ev.actor = rec.actor;
         self.record(ev).await?;
-        // Everything delegated from it goes with it, however deep.
+        self.revoke_descendants(id, by).await
+    }
+
+    /// Revokes everything delegated, connected or renewed from a token,
+    /// however deep (also below tokens revoked before).
+    pub(crate) async fn revoke_descendants(&self, id: &str, by: &str) -> Result<(), CoreError> {
         let mut pending = vec![id.to_string()];
+        let mut seen = std::collections::HashSet::new();
         while let Some(parent) = pending.pop() {
+            if !seen.insert(parent.clone()) {
+                continue;
+            }
             for child in self.store.children_of(&parent).await? {
+                pending.push(child.clone());
                 if self.store.revoke_token(&child, now_ms()).await? {
                     let _ = self.revocations.send(child.clone());
                     let mut ev = EventDraft::new(
@@ -399,7 +416,6 @@ impl Core {
                         ev.actor = c.actor;
                     }
                     self.record(ev).await?;
-                    pending.push(child);
                 }
             }
         }
@@ -468,6 +484,7 @@ impl Core {
         if t.uses_left.is_some() && !self.store.consume_token_use(&t.id).await? {
             return Err(AuthError::UsedUp);
         }
+        let delegated = t.actor.is_some() && t.parent.is_some();
         Ok(Grant {
             token_id: t.id,
             principal: t.principal,
@@ -476,6 +493,7 @@ impl Core {
             expires_at,
             role: t.role,
             groups: t.groups,
+            delegated,
         })
     }
 
@@ -491,6 +509,7 @@ impl Core {
             name: grant.principal.clone(),
             actor: grant.actor.clone(),
             groups: grant.groups.clone(),
+            delegated: grant.delegated,
         };
         let entities = engine
             .entities(&who, &grant.connection)
@@ -534,6 +553,7 @@ impl Core {
             expires_at: grant.expires_at,
             role: grant.role.clone(),
             groups: grant.groups.clone(),
+            delegated: grant.delegated,
             commands: AtomicU64::new(0),
             connection_config: grant.connection.clone(),
             policy: Mutex::new(SessionDecider::new(engine, entities)),
@@ -603,6 +623,8 @@ pub struct SessionHandle {
     pub role: Option<String>,
     /// Groups from the principal's identity provider.
     pub groups: Vec<String>,
+    /// The actor was named by a delegator.
+    pub delegated: bool,
     commands: AtomicU64,
     connection_config: Arc<Connection>,
     policy: Mutex<SessionDecider>,
@@ -670,6 +692,7 @@ impl SessionHandle {
                 name: self.principal.clone(),
                 actor: self.actor.clone(),
                 groups: self.groups.clone(),
+                delegated: self.delegated,
             };
             let entities = current
                 .entities(&who, &self.connection_config)
@@ -708,6 +731,7 @@ impl SessionHandle {
             name: self.principal.clone(),
             actor: self.actor.clone(),
             groups: self.groups.clone(),
+            delegated: self.delegated,
         };
         let entities = engine
             .entities(&who, &self.connection_config)

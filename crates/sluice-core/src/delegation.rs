@@ -26,6 +26,24 @@ pub struct DelegateRequest {
 }
 
 impl Core {
+    /// Saves a token derived from another; if the parent was revoked
+    /// meanwhile (its cascade may have run before this insert), the child
+    /// is revoked too and refused.
+    async fn insert_child(&self, rec: &TokenRecord) -> Result<(), CoreError> {
+        self.store.insert_token(rec.clone()).await?;
+        let parent = match &rec.parent {
+            Some(p) => self.store.token_by_id(p).await?,
+            None => None,
+        };
+        if parent.is_none_or(|p| p.revoked_at.is_some()) {
+            self.store.revoke_token(&rec.id, now_ms()).await?;
+            return Err(CoreError::Invalid(
+                "the credential it comes from was revoked".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Issues a connection token for the holder of an API credential
     /// (`sluice connect`): one of its connections, its role and groups, no
     /// longer than it lives; revoking the credential revokes the token.
@@ -36,7 +54,7 @@ impl Core {
         ttl_secs: u64,
     ) -> Result<(String, TokenRecord), CoreError> {
         let now = now_ms();
-        if parent.kind != "user" || parent.actor.is_some() {
+        if parent.kind != "user" || parent.actor.is_some() || parent.uses_left.is_some() {
             return Err(CoreError::Invalid(
                 "connect with your own API credential (sluice login)".into(),
             ));
@@ -71,7 +89,7 @@ impl Core {
             parent: Some(parent.id.clone()),
             groups: parent.groups.clone(),
         };
-        self.store.insert_token(rec.clone()).await?;
+        self.insert_child(&rec).await?;
         let mut ev = EventDraft::new(
             "token.issued",
             json!({"token_id": rec.id, "connections": rec.connections, "expires_at": rec.expires_at,
@@ -101,6 +119,21 @@ impl Core {
         if parent.actor.is_some() {
             return Err(CoreError::Invalid(
                 "an agent's token cannot delegate further".into(),
+            ));
+        }
+        if parent.uses_left.is_some() {
+            return Err(CoreError::Invalid(
+                "a token limited to a number of uses cannot delegate".into(),
+            ));
+        }
+        if parent
+            .created_by
+            .as_deref()
+            .is_some_and(|c| c.starts_with("connect:"))
+        {
+            // It sits in a client's environment: it connects, nothing more.
+            return Err(CoreError::Invalid(
+                "a token from sluice connect cannot delegate; delegate with your sign-in".into(),
             ));
         }
         let name = req.actor.strip_prefix("agent:").unwrap_or("");
@@ -163,7 +196,7 @@ impl Core {
             // An agent is not in its principal's groups.
             groups: Vec::new(),
         };
-        self.store.insert_token(rec.clone()).await?;
+        self.insert_child(&rec).await?;
         let mut ev = EventDraft::new(
             "token.delegated",
             json!({"token_id": rec.id, "from_token": parent.id, "connections": rec.connections,

@@ -102,6 +102,9 @@ pub struct Principal {
     /// sluice groups), on top of `[policy.groups]`; an agent never
     /// inherits them.
     pub groups: Vec<String>,
+    /// The agent's name was chosen by whoever delegated to it, not by an
+    /// administrator: policy must not take it for the agent of that name.
+    pub delegated: bool,
 }
 
 /// Where policies come from.
@@ -301,7 +304,15 @@ impl PolicyEngine {
     }
 
     fn principal_entity(&self, who: &Principal) -> (EntityUid, Vec<Entity>) {
+        // A delegated agent is known as "<principal>/<agent>": a name any
+        // delegator can pick grants nothing policy or the groups give the
+        // agent of that name.
+        let delegated_name;
         let (ty, name) = match &who.actor {
+            Some(actor) if who.delegated => {
+                delegated_name = format!("{}/{actor}", who.name);
+                ("Sluice::Agent", delegated_name.as_str())
+            }
             Some(actor) => ("Sluice::Agent", actor.as_str()),
             None if who.name.starts_with("workload:") => ("Sluice::Workload", who.name.as_str()),
             None => ("Sluice::Human", who.name.as_str()),
@@ -808,6 +819,7 @@ mod tests {
             name: name.into(),
             actor: None,
             groups: Vec::new(),
+            delegated: false,
         };
         let etl = engine.entities(&who("workload:etl"), &c);
         let write = Classification::of(Class::Write);
@@ -842,6 +854,7 @@ mod tests {
             name: "alice".into(),
             actor: Some("agent:claude".into()),
             groups: Vec::new(),
+            delegated: false,
         }
     }
 
@@ -917,6 +930,7 @@ mod tests {
             name: name.into(),
             actor: None,
             groups: Vec::new(),
+            delegated: false,
         };
         let groups = BTreeMap::from([("pii-readers".to_string(), vec!["carol".to_string()])]);
         let engine = PolicyEngine::load(&PolicySource::Default, &groups).unwrap();
@@ -938,6 +952,7 @@ mod tests {
             name: "carol".into(),
             actor: Some("agent:claude".into()),
             groups: Vec::new(),
+            delegated: false,
         };
         assert_eq!(
             engine.decide_unmask(&engine.entities(&agent, &c), 0).effect,
@@ -968,6 +983,7 @@ mod tests {
                 name: "bob".into(),
                 actor: None,
                 groups: Vec::new(),
+                delegated: false,
             },
             &c,
         );
@@ -976,6 +992,7 @@ mod tests {
                 name: "alice".into(),
                 actor: None,
                 groups: Vec::new(),
+                delegated: false,
             },
             &c,
         );

@@ -439,6 +439,7 @@ impl Core {
         &self,
         id: &str,
         who: &Principal,
+        from_token: &str,
     ) -> Result<(String, TokenRecord), CoreError> {
         let r = self.review(id).await?;
         if r.kind != ReviewKind::Access || r.principal != who.name || r.actor != who.actor {
@@ -470,7 +471,8 @@ impl Core {
             revoked_at: None,
             created_by: Some(format!("review:{id}")),
             role: r.role.clone(),
-            parent: None,
+            // Signing out (revoking the claiming credential) revokes it.
+            parent: Some(from_token.to_string()),
             groups: who.groups.clone(),
         };
         self.store.insert_token(rec.clone()).await?;

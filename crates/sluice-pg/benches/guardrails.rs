@@ -89,6 +89,7 @@ fn main() {
         name: "alice".into(),
         actor: Some("agent:bench".into()),
         groups: Vec::new(),
+        delegated: false,
     };
     let entities = engine.entities(&who, &conn);
     let classified: Vec<_> = PREPARED

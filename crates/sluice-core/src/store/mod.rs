@@ -224,7 +224,7 @@ impl Store {
         dispatch!(self, s => s.consume_token_use(id.to_string()).await)
     }
 
-    /// Ids of the live tokens delegated from `id`.
+    /// Ids of the tokens delegated (or renewed, or connected) from `id`.
     pub async fn children_of(&self, id: &str) -> Result<Vec<String>, StoreError> {
         dispatch!(self, s => s.children_of(id.to_string()).await)
     }
@@ -583,8 +583,7 @@ pub(crate) const REVOKE_TOKEN: &str =
 pub(crate) const CONSUME_USE: &str =
     "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = $1 AND (uses_left IS NULL OR uses_left > 0)";
 pub(crate) const REVOKED_SINCE: &str = "SELECT id FROM tokens WHERE revoked_at >= $1";
-pub(crate) const CHILDREN_OF: &str =
-    "SELECT id FROM tokens WHERE parent = $1 AND revoked_at IS NULL";
+pub(crate) const CHILDREN_OF: &str = "SELECT id FROM tokens WHERE parent = $1";
 pub(crate) const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 
 pub(crate) const UPSERT_JOURNAL: &str = "INSERT INTO journal_positions (gateway, segment, pos) VALUES ($1, $2, $3) ON CONFLICT (gateway) DO UPDATE SET segment = excluded.segment, pos = excluded.pos";
