@@ -114,6 +114,8 @@ async fn exchange_token(
     let refuse = |code: &'static str, why: String, issuer: Option<String>| {
         let core = core.clone();
         let record = exchange.may_record_refusal();
+        // Reasons can quote what the caller sent (a parse error, say).
+        let why = crate::oidc::short_reason(&why);
         async move {
             if !record {
                 return oauth_error(code, why);
@@ -261,6 +263,7 @@ fn signed_in(s: SignedIn) -> Json<serde_json::Value> {
 
 /// Records a refused sign-in and answers with the reason.
 async fn login_refused(core: &Core, x: &Exchange, why: String) -> ApiError {
+    let why = crate::oidc::short_reason(&why);
     if !x.may_record_refusal() {
         return ApiError(StatusCode::UNAUTHORIZED, why);
     }
@@ -340,22 +343,35 @@ async fn login_refresh(
 /// token connected or delegated from it.
 async fn logout(
     State(core): State<Arc<Core>>,
+    Extension(x): Extension<Arc<Exchange>>,
     Extension(caller): Extension<TokenRecord>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    if caller.kind == "admin" {
+    // Only the person's own sign-in signs out: a token derived from it
+    // (an agent's, a client's) must not end it.
+    if caller.kind != "user" || caller.actor.is_some() {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            "the admin credential does not sign out".into(),
+            "sign out with your sign-in credential".into(),
         ));
     }
     // A renewed sign-in descends from the first: ending it ends them all.
     let mut root = caller.clone();
     while let Some(parent) = root.parent.clone() {
         match core.store().token_by_id(&parent).await? {
-            Some(p) if p.kind == "user" && p.principal == caller.principal => root = p,
+            Some(p)
+                if p.kind == "user"
+                    && p.principal == caller.principal
+                    && p.actor.is_none()
+                    && p.created_by
+                        .as_deref()
+                        .is_some_and(|c| c.starts_with("login:")) =>
+            {
+                root = p
+            }
             _ => break,
         }
     }
+    x.logins.forget(&[&caller.id, &root.id]).await;
     if root.revoked_at.is_none() {
         core.revoke_token(&root.id, &caller.principal).await?;
     } else {

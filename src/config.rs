@@ -585,9 +585,15 @@ impl Config {
 
     /// The trusted issuers and the trust rules, checked.
     pub fn identity(&self) -> Result<(Vec<crate::oidc::Issuer>, Vec<TrustRule>)> {
-        let mut issuers = Vec::new();
+        let mut issuers: Vec<crate::oidc::Issuer> = Vec::new();
         for (i, s) in self.identity.issuers.iter().enumerate() {
             let at = format!("{}: identity.issuers[{i}] ({:?})", self.source, s.name);
+            if issuers
+                .iter()
+                .any(|o| o.name == s.name || o.issuer == s.issuer)
+            {
+                bail!("{at}: another issuer has this name or issuer URL");
+            }
             let loopback =
                 reqwest::Url::parse(&s.issuer).is_ok_and(|u| crate::oidc::loopback_http(&u));
             if !s.issuer.starts_with("https://") && !loopback {

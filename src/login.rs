@@ -29,6 +29,16 @@ struct DeviceLogin {
     until: Instant,
 }
 
+impl Logins {
+    /// Forgets the refresh tokens of credentials that signed out.
+    pub async fn forget(&self, ids: &[&str]) {
+        let mut refresh = self.refresh.lock().await;
+        for id in ids {
+            refresh.remove(*id);
+        }
+    }
+}
+
 /// At most this many device sign-ins may be waiting at once.
 const MAX_DEVICE_LOGINS: usize = 1000;
 
@@ -332,6 +342,7 @@ impl Logins {
                 .chars()
                 .any(|c| c.is_control() || c.is_whitespace())
             || sluice_core::review::printable(&principal) != principal
+            || principal.contains("/agent:")
         {
             return Err(format!(
                 "{:?} cannot name a person in sluice",
@@ -373,6 +384,20 @@ impl Logins {
             )
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(old) = renewing {
+            // Signed out while the provider answered: the renewal must not
+            // outlive the sign-out.
+            let revoked = core
+                .store()
+                .token_by_id(&old.id)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none_or(|t| t.revoked_at.is_some());
+            if revoked {
+                let _ = core.revoke_token(&record.id, "gateway").await;
+                return Err("the sign-in was ended while it was being renewed".into());
+            }
+        }
         let mut ev = EventDraft::new(
             "login",
             json!({"issuer": issuer.name, "token_id": record.id, "groups": groups,

@@ -319,6 +319,16 @@ pub fn loopback_http(u: &reqwest::Url) -> bool {
     u.scheme() == "http" && u.username().is_empty() && u.password().is_none() && loopback
 }
 
+/// A refusal's reason, cut for the record and the answer.
+pub fn short_reason(s: &str) -> String {
+    let cut = &s[..s.floor_char_boundary(300)];
+    if cut.len() < s.len() {
+        format!("{cut}...")
+    } else {
+        cut.to_string()
+    }
+}
+
 /// A value from an unverified token, cut for messages and records.
 pub fn short(s: &str) -> &str {
     &s[..s.floor_char_boundary(100)]

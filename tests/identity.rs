@@ -137,6 +137,14 @@ fn delegated_tokens_are_never_wider_or_longer_and_die_with_their_delegator() {
     ]);
     assert!(!admin.status.success());
 
+    // A token derived from alice's credential cannot sign alice out.
+    let out = cli_as(&gw, &agent, &["logout"]);
+    assert!(
+        stderr(&out).contains("sign out with your sign-in credential"),
+        "{}",
+        stderr(&out)
+    );
+
     // The agent works, and its session shows both identities.
     let info = gw.conninfo("shop", "alice", &agent);
     assert_eq!(psql_ok(&info, "SELECT count(*) FROM orders").trim(), "100");

@@ -484,7 +484,12 @@ impl Core {
         if t.uses_left.is_some() && !self.store.consume_token_use(&t.id).await? {
             return Err(AuthError::UsedUp);
         }
-        let delegated = t.actor.is_some() && t.parent.is_some();
+        // Recorded when the token was made, not guessed from its parent: an
+        // administrator's agent keeps its name through an access grant.
+        let delegated = t.actor.is_some()
+            && t.created_by
+                .as_deref()
+                .is_some_and(|c| c.starts_with("delegated:"));
         Ok(Grant {
             token_id: t.id,
             principal: t.principal,

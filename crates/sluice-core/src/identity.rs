@@ -125,6 +125,12 @@ pub fn render(template: &str, claims: &Value) -> Result<String, String> {
         rest = &rest[close + 1..];
     }
     out.push_str(rest);
+    if out.contains("/agent:") {
+        // The shape policy gives delegated agents.
+        return Err(format!(
+            "the principal {out:?} would look like a delegated agent"
+        ));
+    }
     Ok(out)
 }
 

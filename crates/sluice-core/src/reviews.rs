@@ -476,6 +476,18 @@ impl Core {
             groups: who.groups.clone(),
         };
         self.store.insert_token(rec.clone()).await?;
+        // The claiming credential signed out meanwhile: no grant for it.
+        if self
+            .store
+            .token_by_id(from_token)
+            .await?
+            .is_none_or(|t| t.revoked_at.is_some())
+        {
+            self.store.revoke_token(&rec.id, now_ms()).await?;
+            return Err(CoreError::Invalid(
+                "the credential claiming this grant was revoked".into(),
+            ));
+        }
         let claimed = self
             .transition(id, |r| {
                 if r.state != ReviewState::Approved || r.expires_at <= now_ms() {
