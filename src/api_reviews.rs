@@ -68,7 +68,9 @@ fn is_admin(caller: &TokenRecord) -> bool {
 
 /// Whether the caller (principal and agent alike) asked for the review.
 fn is_own(caller: &TokenRecord, r: &ReviewRecord) -> bool {
-    r.principal == caller.principal && r.actor == caller.actor
+    r.principal == caller.principal
+        && r.actor == caller.actor
+        && r.delegated == caller.delegated_agent()
 }
 
 /// The caller's own review, or one they may decide, or any for the admin.

@@ -486,10 +486,7 @@ impl Core {
         }
         // Recorded when the token was made, not guessed from its parent: an
         // administrator's agent keeps its name through an access grant.
-        let delegated = t.actor.is_some()
-            && t.created_by
-                .as_deref()
-                .is_some_and(|c| c.starts_with("delegated:"));
+        let delegated = t.delegated_agent();
         Ok(Grant {
             token_id: t.id,
             principal: t.principal,

@@ -196,6 +196,10 @@ pub struct ReviewRecord {
     pub principal: String,
     /// The agent that asked, if any.
     pub actor: Option<String>,
+    /// The agent's name was chosen by a delegator (not the administrator's
+    /// agent of that name): the two are different requesters.
+    #[serde(default)]
+    pub delegated: bool,
     /// Connection name.
     pub connection: String,
     /// For a command: hold or defer.

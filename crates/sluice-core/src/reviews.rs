@@ -374,6 +374,7 @@ impl Core {
             state: ReviewState::Pending,
             principal: who.name.clone(),
             actor: who.actor.clone(),
+            delegated: who.delegated,
             connection: conn.name.clone(),
             mode: None,
             statement: None,
@@ -688,7 +689,10 @@ impl SessionHandle {
             .await?;
         let now = now_ms();
         for r in open.iter().filter(|r| {
-            r.actor == self.actor && r.role == self.role && r.mode == Some(ReviewMode::Defer)
+            r.actor == self.actor
+                && r.delegated == self.delegated
+                && r.role == self.role
+                && r.mode == Some(ReviewMode::Defer)
         }) {
             if r.expires_at <= now {
                 continue;
@@ -754,6 +758,7 @@ impl SessionHandle {
             state: ReviewState::Pending,
             principal: self.principal.clone(),
             actor: self.actor.clone(),
+            delegated: self.delegated,
             connection: self.connection.clone(),
             mode: Some(mode),
             statement: Some(printable(&shown)),

@@ -100,6 +100,18 @@ pub struct TokenRecord {
     pub groups: Vec<String>,
 }
 
+impl TokenRecord {
+    /// Whether its actor was named by a delegator rather than by the
+    /// administrator (recorded when the token was made).
+    pub fn delegated_agent(&self) -> bool {
+        self.actor.is_some()
+            && self
+                .created_by
+                .as_deref()
+                .is_some_and(|c| c.starts_with("delegated:"))
+    }
+}
+
 /// One session through the gateway.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecord {
