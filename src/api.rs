@@ -73,23 +73,40 @@ pub fn router(
         .with_state(core)
 }
 
-async fn require_admin(State(core): State<Arc<Core>>, mut req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
+async fn require_admin(State(core): State<Arc<Core>>, req: Request, next: Next) -> Response {
+    let found = core.check_admin(&bearer(&req)).await;
+    admit(
+        found,
+        "missing or invalid admin credential: pass --config or set SLUICE_TOKEN",
+        req,
+        next,
+    )
+    .await
+}
+
+/// The bearer credential a request presents (empty without one).
+pub(crate) fn bearer(req: &Request) -> String {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    match core.check_admin(presented).await {
-        Ok(Some(admin)) => {
-            req.extensions_mut().insert(admin);
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Runs the request with the caller's record attached, or refuses it.
+pub(crate) async fn admit(
+    found: Result<Option<TokenRecord>, StoreError>,
+    refusal: &str,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match found {
+        Ok(Some(caller)) => {
+            req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Ok(None) => ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid admin credential: pass --config or set SLUICE_TOKEN".into(),
-        )
-        .into_response(),
+        Ok(None) => ApiError(StatusCode::UNAUTHORIZED, refusal.into()).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
@@ -21,7 +21,7 @@ use sluice_core::reviews::AccessRequest;
 use sluice_core::store::TokenRecord;
 use sluice_core::Core;
 
-use crate::api::{ApiError, ApiResult};
+use crate::api::{admit, bearer, ApiError, ApiResult};
 
 /// Routes for reviews and access requests.
 pub fn router(core: Arc<Core>) -> Router<Arc<Core>> {
@@ -39,27 +39,17 @@ pub fn router(core: Arc<Core>) -> Router<Arc<Core>> {
 
 pub(crate) async fn require_caller(
     State(core): State<Arc<Core>>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    match core.check_caller(presented).await {
-        Ok(Some(caller)) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Ok(None) => ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing, expired or revoked credential: set SLUICE_TOKEN to your API credential or connection token".into(),
-        )
-        .into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
+    let found = core.check_caller(&bearer(&req)).await;
+    admit(
+        found,
+        "missing, expired or revoked credential: set SLUICE_TOKEN to your API credential or connection token",
+        req,
+        next,
+    )
+    .await
 }
 
 fn is_admin(caller: &TokenRecord) -> bool {
@@ -177,17 +167,28 @@ fn decider(caller: &TokenRecord) -> ApiResult<&str> {
     Ok(&caller.principal)
 }
 
+/// Records the caller's approval (or denial) of a review.
+async fn vote(
+    core: &Core,
+    caller: &TokenRecord,
+    id: &str,
+    body: Option<Json<Decision>>,
+    approve: bool,
+) -> ApiResult<Json<ReviewRecord>> {
+    let by = decider(caller)?;
+    let reason = body.and_then(|b| b.0.reason);
+    Ok(Json(
+        core.vote(id, by, &caller.groups, approve, reason).await?,
+    ))
+}
+
 async fn approve(
     State(core): State<Arc<Core>>,
     Extension(caller): Extension<TokenRecord>,
     Path(id): Path<String>,
     body: Option<Json<Decision>>,
 ) -> ApiResult<Json<ReviewRecord>> {
-    let by = decider(&caller)?;
-    let reason = body.and_then(|b| b.0.reason);
-    Ok(Json(
-        core.vote(&id, by, &caller.groups, true, reason).await?,
-    ))
+    vote(&core, &caller, &id, body, true).await
 }
 
 async fn deny(
@@ -196,11 +197,7 @@ async fn deny(
     Path(id): Path<String>,
     body: Option<Json<Decision>>,
 ) -> ApiResult<Json<ReviewRecord>> {
-    let by = decider(&caller)?;
-    let reason = body.and_then(|b| b.0.reason);
-    Ok(Json(
-        core.vote(&id, by, &caller.groups, false, reason).await?,
-    ))
+    vote(&core, &caller, &id, body, false).await
 }
 
 /// The requester or the admin withdraws a review.

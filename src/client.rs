@@ -64,24 +64,8 @@ impl ApiClient {
 
     /// POST a form (OAuth endpoints); errors carry the OAuth description.
     pub async fn post_form(&self, path: &str, form: &[(&str, String)]) -> Result<Value> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .form(form)
-            .send()
+        self.send(self.http.post(format!("{}{path}", self.base)).form(form))
             .await
-            .map_err(|e| anyhow!("cannot reach the gateway API at {}: {e}", self.base))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let msg = body
-                .get("error_description")
-                .or_else(|| body.get("error"))
-                .and_then(Value::as_str)
-                .unwrap_or("request failed");
-            bail!("{msg} (HTTP {})", status.as_u16());
-        }
-        Ok(body)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
@@ -93,8 +77,10 @@ impl ApiClient {
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
+            // OAuth errors put the words in error_description.
             let msg = body
-                .get("error")
+                .get("error_description")
+                .or_else(|| body.get("error"))
                 .and_then(Value::as_str)
                 .unwrap_or("request failed");
             bail!("{msg} (HTTP {})", status.as_u16());

@@ -172,17 +172,7 @@ impl Verifier {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| format!("not a signed JWT: {e}"))?;
         let alg = header.alg;
-        if !matches!(
-            alg,
-            Algorithm::RS256
-                | Algorithm::RS384
-                | Algorithm::RS512
-                | Algorithm::PS256
-                | Algorithm::PS384
-                | Algorithm::PS512
-                | Algorithm::ES256
-                | Algorithm::ES384
-        ) {
+        if !(rsa_alg(alg) || ec_alg(alg)) {
             return Err(format!(
                 "algorithm {alg:?} is not accepted (only RSA and ECDSA signatures)"
             ));
@@ -200,19 +190,9 @@ impl Verifier {
             .find(|i| i.issuer == claimed)
             .ok_or_else(|| format!("issuer {:?} is not trusted", short(&claimed)))?;
         let jwk = self.key(issuer, &kid).await?;
-        let family_ok = match (&jwk.algorithm, alg) {
-            (AlgorithmParameters::RSA(_), a) => matches!(
-                a,
-                Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512
-            ),
-            (AlgorithmParameters::EllipticCurve(_), a) => {
-                matches!(a, Algorithm::ES256 | Algorithm::ES384)
-            }
+        let family_ok = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => rsa_alg(alg),
+            AlgorithmParameters::EllipticCurve(_) => ec_alg(alg),
             _ => false,
         };
         if !family_ok {
@@ -305,6 +285,24 @@ impl Verifier {
             .await
             .map_err(|e| format!("{url}: not JSON: {}", e.without_url()))
     }
+}
+
+/// RSA signatures sluice accepts.
+fn rsa_alg(a: Algorithm) -> bool {
+    matches!(
+        a,
+        Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512
+    )
+}
+
+/// ECDSA signatures sluice accepts.
+fn ec_alg(a: Algorithm) -> bool {
+    matches!(a, Algorithm::ES256 | Algorithm::ES384)
 }
 
 /// Whether a URL is plain HTTP to this machine, with no user part.

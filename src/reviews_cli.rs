@@ -200,6 +200,15 @@ async fn wait_for(api: &ApiClient, id: &str, timeout: std::time::Duration) -> Re
     }
 }
 
+/// Approves, denies or cancels a review, with a reason.
+async fn act(api: &ApiClient, id: &str, verb: &str, reason: Option<String>) -> Result<Value> {
+    api.post(
+        &format!("/v1/reviews/{id}/{verb}"),
+        &json!({ "reason": reason }),
+    )
+    .await
+}
+
 /// Runs `sluice reviews ...`; returns the exit status.
 pub async fn reviews(api: &ApiClient, cmd: ReviewsCmd) -> Result<std::process::ExitCode> {
     let (resp, out) = match cmd {
@@ -240,30 +249,9 @@ pub async fn reviews(api: &ApiClient, cmd: ReviewsCmd) -> Result<std::process::E
             return Ok(std::process::ExitCode::SUCCESS);
         }
         ReviewsCmd::Show { id, out } => (api.get(&format!("/v1/reviews/{id}"), &[]).await?, out),
-        ReviewsCmd::Approve { id, reason, out } => (
-            api.post(
-                &format!("/v1/reviews/{id}/approve"),
-                &json!({ "reason": reason }),
-            )
-            .await?,
-            out,
-        ),
-        ReviewsCmd::Deny { id, reason, out } => (
-            api.post(
-                &format!("/v1/reviews/{id}/deny"),
-                &json!({ "reason": reason }),
-            )
-            .await?,
-            out,
-        ),
-        ReviewsCmd::Cancel { id, reason, out } => (
-            api.post(
-                &format!("/v1/reviews/{id}/cancel"),
-                &json!({ "reason": reason }),
-            )
-            .await?,
-            out,
-        ),
+        ReviewsCmd::Approve { id, reason, out } => (act(api, &id, "approve", reason).await?, out),
+        ReviewsCmd::Deny { id, reason, out } => (act(api, &id, "deny", Some(reason)).await?, out),
+        ReviewsCmd::Cancel { id, reason, out } => (act(api, &id, "cancel", reason).await?, out),
         ReviewsCmd::Wait { id, timeout, out } => {
             let r = wait_for(api, &id, timeout.into()).await?;
             if out.json {

@@ -9,30 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// A client command run with someone's own credential.
-fn cli_as(gw: &Gateway, credential: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--config")
-        .arg(&gw.config)
-        .args(args)
-        .env_remove("SLUICE_URL")
-        .env("SLUICE_TOKEN", credential)
-        .output()
-        .unwrap()
-}
-
-fn cli_as_json(gw: &Gateway, credential: &str, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = cli_as(gw, credential, &a);
-    assert!(out.status.success(), "sluice {args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn delegated_tokens_are_never_wider_or_longer_and_die_with_their_delegator() {
     let target = PgServer::start(Auth::Scram, false);
@@ -743,6 +719,28 @@ fn http_get(url: &str) -> (String, Option<String>) {
     (status.trim().to_string(), location)
 }
 
+/// Runs `sluice login --no-browser` and plays the browser: follows the
+/// printed page to the provider and its redirect back to the CLI. Returns
+/// both answers' status lines, whether the CLI signed in, and its stderr.
+fn browser_sign_in(mut login: Command) -> (String, String, bool, String) {
+    let mut login = login.stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = std::io::BufReader::new(login.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(!line.is_empty(), "the CLI printed no sign-in page");
+        if let Some(u) = line.trim().strip_prefix("http") {
+            break format!("http{u}");
+        }
+    };
+    let (to_provider, to) = http_get(&url);
+    let (to_cli, _) = http_get(&to.unwrap());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let signed_in = login.wait().unwrap().success();
+    (to_provider, to_cli, signed_in, rest)
+}
+
 #[test]
 fn people_sign_in_with_their_provider_and_connect_without_handling_a_secret() {
     let target = PgServer::start(Auth::Scram, false);
@@ -781,26 +779,11 @@ fn people_sign_in_with_their_provider_and_connect_without_handling_a_secret() {
 
     // Authorization code with PKCE: the CLI prints the provider's page;
     // the "browser" follows it to the CLI's loopback redirect.
-    let mut login = sluice(&["login", "--no-browser"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(login.stderr.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-        assert!(!line.is_empty(), "the CLI printed no sign-in page");
-        if let Some(u) = line.trim().strip_prefix("http") {
-            break format!("http{u}");
-        }
-    };
-    let (status, to) = http_get(&url);
-    assert!(status.contains("302"), "{status}");
-    let (status, _) = http_get(&to.unwrap());
-    assert!(status.contains("200"), "{status}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    assert!(login.wait().unwrap().success(), "{rest}");
+    let (to_provider, to_cli, signed_in, rest) =
+        browser_sign_in(sluice(&["login", "--no-browser"]));
+    assert!(to_provider.contains("302"), "{to_provider}");
+    assert!(to_cli.contains("200"), "{to_cli}");
+    assert!(signed_in, "{rest}");
     assert!(
         rest.contains("signed in as alice@example.com") && rest.contains("groups dba"),
         "{rest}"
@@ -862,22 +845,7 @@ fn people_sign_in_with_their_provider_and_connect_without_handling_a_secret() {
 
     // An ID token whose nonce is not this sign-in's is refused.
     idp.people.lock().unwrap().wrong_nonce = true;
-    let mut login = sluice(&["login", "--no-browser"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(login.stderr.take().unwrap());
-    let url = loop {
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-        if let Some(u) = line.trim().strip_prefix("http") {
-            break format!("http{u}");
-        }
-    };
-    let (_, to) = http_get(&url);
-    http_get(&to.unwrap());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
-    assert!(!login.wait().unwrap().success());
+    let (_, _, signed_in, rest) = browser_sign_in(sluice(&["login", "--no-browser"]));
+    assert!(!signed_in);
     assert!(rest.contains("nonce does not match"), "{rest}");
 }

@@ -9,34 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn direct(target: &PgServer) -> String {
-    format!(
-        "host=127.0.0.1 port={} dbname=shop user=app password={TARGET_PASSWORD} sslmode=disable",
-        target.port
-    )
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn agent_token(gw: &Gateway, connection: &str) -> String {
-    gw.cli_ok(&[
-        "token",
-        "issue",
-        "--principal",
-        "alice",
-        "--actor",
-        "agent:claude",
-        "--connection",
-        connection,
-        "--ttl",
-        "10m",
-    ])
-    .trim()
-    .to_string()
-}
-
 fn prod_gateway(target: &PgServer) -> Gateway {
     Gateway::start(
         "",
@@ -318,16 +290,7 @@ async fn a_driver_in_extended_mode_gets_refusals_as_database_errors() {
     let target = PgServer::start(Auth::Scram, false);
     let gw = prod_gateway(&target);
     let token = agent_token(&gw, "prod");
-    let (mut client, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} dbname=prod user=alice password={token}",
-            gw.pg_port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut client = agent_client(&gw, &token).await;
     let delete = client
         .prepare("DELETE FROM orders WHERE id = $1")
         .await

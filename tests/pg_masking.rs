@@ -29,13 +29,6 @@ const SECRETS: &[&str] = &[
     "call after 5pm",
 ];
 
-fn direct(target: &PgServer) -> String {
-    format!(
-        "host=127.0.0.1 port={} dbname=shop user=app password={TARGET_PASSWORD} sslmode=disable",
-        target.port
-    )
-}
-
 fn seed(target: &PgServer) {
     psql_ok(
         &direct(target),

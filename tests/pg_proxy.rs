@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
 #[test]
 fn psql_through_scram_tls_target_is_recorded_and_never_sees_the_credential() {
     let target = PgServer::start(Auth::Scram, true);

@@ -17,37 +17,6 @@ use sha2::Sha256;
 
 const WEBHOOK_SECRET: &str = "a-webhook-secret-of-some-length";
 
-fn direct(target: &PgServer) -> String {
-    format!(
-        "host=127.0.0.1 port={} dbname=shop user=app password={TARGET_PASSWORD} sslmode=disable",
-        target.port
-    )
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-/// A client command run with someone's own credential.
-fn cli_as(gw: &Gateway, credential: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--config")
-        .arg(&gw.config)
-        .args(args)
-        .env_remove("SLUICE_URL")
-        .env("SLUICE_TOKEN", credential)
-        .output()
-        .unwrap()
-}
-
-fn cli_as_json(gw: &Gateway, credential: &str, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = cli_as(gw, credential, &a);
-    assert!(out.status.success(), "sluice {args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// An API credential for a person.
 fn api_credential(gw: &Gateway, principal: &str) -> String {
     gw.cli_ok(&[
@@ -58,23 +27,6 @@ fn api_credential(gw: &Gateway, principal: &str) -> String {
         principal,
         "--ttl",
         "1h",
-    ])
-    .trim()
-    .to_string()
-}
-
-fn agent_token(gw: &Gateway, connection: &str) -> String {
-    gw.cli_ok(&[
-        "token",
-        "issue",
-        "--principal",
-        "alice",
-        "--actor",
-        "agent:claude",
-        "--connection",
-        connection,
-        "--ttl",
-        "10m",
     ])
     .trim()
     .to_string()
@@ -522,16 +474,7 @@ async fn deferred_statements_run_once_after_approval_and_changed_ones_get_a_new_
     assert_eq!(gw.cli_json(&["reviews", "show", &id])["state"], "executed");
 
     // An approval of `EXECUTE p` covers p as it was defined when reviewed.
-    let (client, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} dbname=prod user=alice password={agent}",
-            gw.pg_port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let client = agent_client(&gw, &agent).await;
     // Preparing a write is itself reviewed: approve, then run it again.
     let approved_run = |sql: &'static str| {
         let client = &client;
@@ -571,16 +514,7 @@ async fn deferred_statements_run_once_after_approval_and_changed_ones_get_a_new_
     // Defined exactly as reviewed (in a new session: a redefinition in the
     // same one is followed conservatively), the approval applies.
     drop(client);
-    let (client, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} dbname=prod user=alice password={agent}",
-            gw.pg_port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let client = agent_client(&gw, &agent).await;
     let e = client
         .simple_query("PREPARE p AS UPDATE orders SET qty = 1 WHERE id = 10")
         .await
@@ -607,16 +541,7 @@ async fn deferred_statements_run_once_after_approval_and_changed_ones_get_a_new_
     drop(client);
 
     // Through a driver: the parameters are part of what is approved.
-    let (client, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} dbname=prod user=alice password={agent}",
-            gw.pg_port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let client = agent_client(&gw, &agent).await;
     let sql = "UPDATE orders SET qty = $1 WHERE id = $2";
     let e = client.execute(sql, &[&9i32, &4i32]).await.unwrap_err();
     let msg = e.as_db_error().unwrap().message().to_string();

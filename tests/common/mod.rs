@@ -703,3 +703,70 @@ pub fn psql_command(conninfo: &str, sql: &str) -> Command {
     c.args(["-X", "-At", conninfo, "-c", sql]);
     c
 }
+
+/// A libpq connection string straight to the target, as the app role.
+pub fn direct(target: &PgServer) -> String {
+    format!(
+        "host=127.0.0.1 port={} dbname=shop user=app password={TARGET_PASSWORD} sslmode=disable",
+        target.port
+    )
+}
+
+/// What a client printed on stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// A token for alice's agent `agent:claude` on a connection.
+pub fn agent_token(gw: &Gateway, connection: &str) -> String {
+    gw.cli_ok(&[
+        "token",
+        "issue",
+        "--principal",
+        "alice",
+        "--actor",
+        "agent:claude",
+        "--connection",
+        connection,
+        "--ttl",
+        "10m",
+    ])
+    .trim()
+    .to_string()
+}
+
+/// A client command run with someone's own credential.
+pub fn cli_as(gw: &Gateway, credential: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--config")
+        .arg(&gw.config)
+        .args(args)
+        .env_remove("SLUICE_URL")
+        .env("SLUICE_TOKEN", credential)
+        .output()
+        .unwrap()
+}
+
+/// The JSON output of a client command that must succeed, run with someone's own credential.
+pub fn cli_as_json(gw: &Gateway, credential: &str, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = cli_as(gw, credential, &a);
+    assert!(out.status.success(), "sluice {args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A tokio-postgres client on the prod connection as alice's agent.
+pub async fn agent_client(gw: &Gateway, token: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} dbname=prod user=alice password={token}",
+            gw.pg_port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    client
+}

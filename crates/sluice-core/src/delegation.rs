@@ -26,6 +26,15 @@ pub struct DelegateRequest {
 }
 
 impl Core {
+    /// When a token derived from `parent` for `ttl_secs` expires: never
+    /// later than the parent itself, nor than the gateway's maximum.
+    fn derived_expiry(&self, parent: &TokenRecord, ttl_secs: u64, now: i64) -> i64 {
+        let wanted = now.saturating_add(ttl_secs.clamp(1, i64::MAX as u64 / 2000) as i64 * 1000);
+        wanted
+            .min(parent.expires_at.unwrap_or(now))
+            .min(now + self.max_ttl.as_millis() as i64)
+    }
+
     /// Saves a token derived from another; if the parent was revoked
     /// meanwhile (its cascade may have run before this insert), the child
     /// is revoked too and refused.
@@ -65,10 +74,7 @@ impl Core {
                 parent.connections.join(", ")
             )));
         }
-        let wanted = now.saturating_add(ttl_secs.clamp(1, i64::MAX as u64 / 2000) as i64 * 1000);
-        let expires_at = wanted
-            .min(parent.expires_at.unwrap_or(now))
-            .min(now + self.max_ttl.as_millis() as i64);
+        let expires_at = self.derived_expiry(parent, ttl_secs, now);
         if expires_at <= now {
             return Err(CoreError::Invalid("your sign-in has expired".into()));
         }
@@ -173,11 +179,7 @@ impl Core {
                 )))
             }
         };
-        let wanted = now.saturating_add(req.ttl_secs.min(i64::MAX as u64 / 2000) as i64 * 1000);
-        // Never longer than the delegator's own token, nor the gateway's maximum.
-        let expires_at = wanted
-            .min(parent.expires_at.unwrap_or(now))
-            .min(now + self.max_ttl.as_millis() as i64);
+        let expires_at = self.derived_expiry(parent, req.ttl_secs, now);
         let value = token::generate();
         let rec = TokenRecord {
             id: token::new_id("tok_"),

@@ -416,20 +416,12 @@ impl Core {
         let by_policy = auto.effect == Effect::Allow;
         if by_policy {
             r.state = ReviewState::Approved;
-            r.decided_at = Some(now);
-            r.decided_by = Some(format!("policy:{}", auto.policies.join(",")));
-            r.decision_reason = Some(auto.reason.clone());
+            decided_by_policy(&mut r, &auto, now);
             r.expires_at = now + req.duration_secs as i64 * 1000;
         }
         self.create(&r).await?;
         if by_policy {
-            self.announce(
-                &r,
-                "review.approved",
-                r.decided_by.as_deref(),
-                r.decision_reason.clone(),
-            )
-            .await?;
+            self.announce_decision(&r, "review.approved").await?;
         }
         Ok(r)
     }
@@ -608,6 +600,12 @@ impl Core {
         ))))
     }
 
+    /// Announces a review change made by its decider, with their reason.
+    async fn announce_decision(&self, r: &ReviewRecord, event: &str) -> Result<(), StoreError> {
+        self.announce(r, event, r.decided_by.as_deref(), r.decision_reason.clone())
+            .await
+    }
+
     /// Records the audit event of a review change, wakes local waiters and
     /// queues the notice for webhooks.
     async fn announce(
@@ -642,6 +640,14 @@ impl Core {
         });
         Ok(())
     }
+}
+
+/// Marks a review decided by the policy that approved it, never silently:
+/// the policy's ids and reason are its decider and reason.
+fn decided_by_policy(r: &mut ReviewRecord, auto: &Decision, now: i64) {
+    r.decided_at = Some(now);
+    r.decided_by = Some(format!("policy:{}", auto.policies.join(",")));
+    r.decision_reason = Some(auto.reason.clone());
 }
 
 /// One change to a review: its event, who made it and why.
@@ -798,18 +804,10 @@ impl SessionHandle {
         }
         // Approved by policy: recorded like any approval, never silently.
         r.state = ReviewState::Executed;
-        r.decided_at = Some(now);
-        r.decided_by = Some(format!("policy:{}", auto.policies.join(",")));
-        r.decision_reason = Some(auto.reason.clone());
+        decided_by_policy(&mut r, &auto, now);
         r.finished_at = Some(now);
         core.create(&r).await?;
-        core.announce(
-            &r,
-            "review.approved",
-            r.decided_by.as_deref(),
-            r.decision_reason.clone(),
-        )
-        .await?;
+        core.announce_decision(&r, "review.approved").await?;
         core.announce(&r, "review.executed", Some("gateway"), None)
             .await?;
         Ok(Submitted::Run(r))

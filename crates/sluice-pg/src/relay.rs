@@ -513,8 +513,16 @@ const CLASSIFY_IN_PLACE: usize = 256 * 1024;
 impl Guard<'_> {
     /// Notes a statement that may make this session resolve names unlike
     /// the gateway's own session (so impact estimates stop).
-    fn note_session_state(&self, text: &str) {
-        let lower = text.to_ascii_lowercase();
+    fn note_session_state(&self, cmd: &Command) {
+        // Reads change no session state; once noted, it stays noted.
+        let reads_only = cmd
+            .classification
+            .as_ref()
+            .is_some_and(|c| c.effects.iter().all(|e| *e == Class::Read));
+        if reads_only || self.plans_differ.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let lower = cmd.text.to_ascii_lowercase();
         if [
             "search_path",
             "temp",
@@ -684,7 +692,7 @@ fn decode_client_message(
             let refusal = guard.decide(&mut cmd, classification, Exact::Subject(&subject))?;
             if refusal.is_none() {
                 st.follow(&classified, text)?;
-                guard.note_session_state(text);
+                guard.note_session_state(&cmd);
             }
             let replacement = refusal.as_ref().map(|_| {
                 // Fails in the parser, whatever the transaction state, and
@@ -827,7 +835,7 @@ fn decode_client_message(
             let refusal = guard.decide(&mut cmd, classification, exact)?;
             if refusal.is_none() {
                 st.follow(&prepared.classified, &prepared.text)?;
-                guard.note_session_state(&prepared.text);
+                guard.note_session_state(&cmd);
             }
             let replacement = refusal.as_ref().map(|_| {
                 let mut b = BytesMut::new();
@@ -1463,6 +1471,9 @@ where
     let Senders { fatal, notices } = senders;
     // A message whose command waits for review: decoding stops before it.
     let mut review: Option<Box<ReviewAsk>> = None;
+    // Set while a verdict waits for the next decoded message (so the other
+    // messages need not look at it).
+    let mut verdict_set = false;
     // Set when that message is to be decoded again, with the verdict.
     let mut resume = false;
     let fail = |code: &'static str, message: String, outcome: String| {
@@ -1562,11 +1573,14 @@ where
                     &mut ops,
                 );
                 // A verdict is for the one message it was asked for.
-                guard
-                    .verdict
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
+                if verdict_set {
+                    verdict_set = false;
+                    guard
+                        .verdict
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                }
                 match decoded {
                     Ok(None) => {}
                     Ok(Some(replacement)) => edits.0.push((pos, pos + total, replacement)),
@@ -1694,6 +1708,7 @@ where
                     Err(outcome) => return outcome,
                 };
             *guard.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
+            verdict_set = true;
             resume = true;
         }
     }

@@ -165,14 +165,24 @@ pub fn notice_response(buf: &mut BytesMut, code: &str, message: &str, hint: Opti
 
 /// Parse, Bind and Execute of one unnamed statement without parameters, and Sync.
 pub fn parse_bind_execute_sync(buf: &mut BytesMut, sql: &str) {
+    parse_unnamed(buf, sql);
+    bind(buf, "", "");
+    execute(buf, "");
+    sync(buf);
+}
+
+/// Parse of an unnamed statement, without parameter types.
+fn parse_unnamed(buf: &mut BytesMut, sql: &str) {
     let at = begin(buf, b'P');
     buf.put_u8(0);
     buf.put_slice(sql.as_bytes());
     buf.put_u8(0);
     buf.put_i16(0);
     finish(buf, at);
-    bind(buf, "", "");
-    execute(buf, "");
+}
+
+/// A Sync message.
+fn sync(buf: &mut BytesMut) {
     let at = begin(buf, b'S');
     finish(buf, at);
 }
@@ -196,18 +206,12 @@ pub fn execute(buf: &mut BytesMut, portal: &str) {
 
 /// Parse (unnamed, no parameter types), Describe of it, and Sync.
 pub fn parse_describe_sync(buf: &mut BytesMut, sql: &str) {
-    let at = begin(buf, b'P');
-    buf.put_u8(0);
-    buf.put_slice(sql.as_bytes());
-    buf.put_u8(0);
-    buf.put_i16(0);
-    finish(buf, at);
+    parse_unnamed(buf, sql);
     let at = begin(buf, b'D');
     buf.put_u8(b'S');
     buf.put_u8(0);
     finish(buf, at);
-    let at = begin(buf, b'S');
-    finish(buf, at);
+    sync(buf);
 }
 
 /// A CopyFail message.
