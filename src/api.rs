@@ -54,6 +54,7 @@ pub fn router(
     core: Arc<Core>,
     tools: Arc<MaskTools>,
     exchange: Arc<crate::api_identity::Exchange>,
+    recordings: Arc<Recordings>,
 ) -> Router {
     Router::new()
         .route("/v1/mask/test", post(mask_test))
@@ -62,10 +63,12 @@ pub fn router(
         .route("/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{id}", get(show_session))
+        .route("/v1/sessions/{id}/recordings/{file}", get(recording))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/connections", get(list_connections))
         .route("/v1/policy/reload", post(reload_policy))
         .layer(Extension(tools))
+        .layer(Extension(recordings))
         .layer(middleware::from_fn_with_state(core.clone(), require_admin))
         .merge(crate::api_reviews::router(core.clone()))
         .merge(crate::api_identity::router(core.clone(), exchange))
@@ -206,6 +209,45 @@ async fn show_session(
         })
         .collect();
     Ok(Json(json!({"session": session, "events": events})))
+}
+
+/// Where recordings are kept.
+pub struct Recordings(pub std::path::PathBuf);
+
+/// One recording of a session, only as the audit chain names it and only
+/// if its bytes still have the digest recorded when it was closed.
+async fn recording(
+    State(core): State<Arc<Core>>,
+    Extension(dir): Extension<Arc<Recordings>>,
+    Path((id, file)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    core.flush_audit().await?;
+    let events = core.store().session_events(&id).await?;
+    let recorded = events
+        .iter()
+        .filter(|e| e.kind == "recording")
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+        .find(|d| d["file"].as_str() == Some(file.as_str()));
+    let Some(recorded) = recorded else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("session {id} has no recording named {file:?}"),
+        ));
+    };
+    let bytes = tokio::fs::read(dir.0.join(&file)).await.map_err(|e| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("recording {file} cannot be read: {e}"),
+        )
+    })?;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if recorded["sha256"].as_str() != Some(digest.as_str()) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("recording {file} was altered after it was closed: its SHA-256 is not the one in the audit chain"),
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-asciicast")], bytes).into_response())
 }
 
 async fn verify_audit(State(core): State<Arc<Core>>) -> ApiResult<Json<serde_json::Value>> {

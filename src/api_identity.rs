@@ -32,6 +32,12 @@ pub struct Exchange {
     pub logins: Logins,
     /// Where clients reach the PostgreSQL listener, for `sluice connect`.
     pub postgres_listen: String,
+    /// Where clients reach the SSH listener.
+    pub ssh_listen: String,
+    /// Signs the short-lived certificates of `sluice connect` to SSH connections.
+    pub ssh_ca: Arc<sluice_ssh::keys::Authority>,
+    /// The gateway's SSH host key (OpenSSH line), for clients to pin.
+    pub ssh_host_key: String,
     /// Refusals recorded in the current minute: (minute start, count).
     pub refusals: std::sync::Mutex<(i64, u32)>,
 }
@@ -385,6 +391,9 @@ struct ConnectRequest {
     connection: String,
     #[serde(default = "default_connect_ttl")]
     ttl_secs: u64,
+    /// SSH connections: the client's new public key, to certify.
+    #[serde(default)]
+    public_key: Option<String>,
 }
 
 fn default_connect_ttl() -> u64 {
@@ -398,18 +407,62 @@ async fn connect(
     Extension(caller): Extension<TokenRecord>,
     Json(req): Json<ConnectRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let (token, rec) = core
-        .connect_token(&caller, &req.connection, req.ttl_secs)
-        .await?;
-    let (host, port) = x
-        .postgres_listen
-        .rsplit_once(':')
-        .unwrap_or((x.postgres_listen.as_str(), "5432"));
     let kind = core
         .connections()
         .find(|c| c.name == req.connection)
         .map(|c| c.kind.clone())
         .unwrap_or_default();
+    let subject = match (kind.as_str(), &req.public_key) {
+        ("ssh", Some(k)) => Some(
+            sluice_ssh::keys::parse_public(k)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("public_key: {e}")))?,
+        ),
+        ("ssh", None) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "SSH connections need public_key: the key the certificate is for".into(),
+            ))
+        }
+        _ => None,
+    };
+    let (token, rec) = core
+        .connect_token(&caller, &req.connection, req.ttl_secs)
+        .await?;
+    if let Some(subject) = subject {
+        // The certificate is the credential: it names the token, which
+        // keeps expiry and revocation in one place; the token itself is
+        // not handed out.
+        let left = (rec.expires_at.unwrap_or(0) - sluice_core::time::now_ms()).max(0) as u64;
+        let principals = [req.connection.clone()];
+        let cert = x
+            .ssh_ca
+            .sign_user(
+                &subject,
+                &sluice_ssh::keys::UserCert {
+                    key_id: &rec.id,
+                    principals: &principals,
+                    valid_for: std::time::Duration::from_millis(left),
+                    extensions: &["permit-pty"],
+                },
+            )
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let cert = cert
+            .to_openssh()
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let (host, port) = x
+            .ssh_listen
+            .rsplit_once(':')
+            .unwrap_or((x.ssh_listen.as_str(), "2222"));
+        return Ok(Json(json!({
+            "record": rec, "kind": kind, "certificate": cert, "host_key": x.ssh_host_key,
+            "host": host.trim_start_matches('[').trim_end_matches(']'), "port": port,
+            "user": req.connection,
+        })));
+    }
+    let (host, port) = x
+        .postgres_listen
+        .rsplit_once(':')
+        .unwrap_or((x.postgres_listen.as_str(), "5432"));
     Ok(Json(json!({
         "token": token, "record": rec, "kind": kind,
         "host": host.trim_start_matches('[').trim_end_matches(']'), "port": port,

@@ -69,23 +69,38 @@ impl ApiClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
+        let body = self.send_raw(req).await?;
+        Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    async fn send_raw(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|e| anyhow!("cannot reach the gateway API at {}: {e}", self.base))?;
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            // OAuth errors put the words in error_description.
-            let msg = body
-                .get("error_description")
-                .or_else(|| body.get("error"))
-                .and_then(Value::as_str)
-                .unwrap_or("request failed");
-            bail!("{msg} (HTTP {})", status.as_u16());
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| anyhow!("cannot read the gateway's answer: {e}"))?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
         }
-        Ok(body)
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        // OAuth errors put the words in error_description.
+        let msg = body
+            .get("error_description")
+            .or_else(|| body.get("error"))
+            .and_then(Value::as_str)
+            .unwrap_or("request failed");
+        bail!("{msg} (HTTP {})", status.as_u16());
+    }
+
+    /// GET a file as it is (a recording).
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        self.send_raw(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     /// GET with query parameters.

@@ -23,6 +23,8 @@ pub struct Config {
     #[serde(default)]
     pub postgres: PostgresSection,
     #[serde(default)]
+    pub ssh: SshSection,
+    #[serde(default)]
     pub connections: Vec<ConnectionSection>,
     #[serde(default)]
     pub policy: PolicySection,
@@ -359,6 +361,59 @@ impl Default for PostgresSection {
     }
 }
 
+/// `[ssh]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSection {
+    #[serde(default = "default_ssh_listen")]
+    pub listen: String,
+    /// The gateway's host key (OpenSSH format); created on first start.
+    pub host_key: Option<PathBuf>,
+    /// The key of the gateway's certificate authority; created on first start.
+    pub ca_key: Option<PathBuf>,
+    /// Where recordings are written (default: `recordings` in the data directory).
+    pub recordings: Option<PathBuf>,
+    /// Largest recording of one channel, in MiB; the rest is dropped (and marked).
+    #[serde(default = "default_max_recording_mib")]
+    pub max_recording_mib: u64,
+    /// Programs added to (and overriding) the built-in program table.
+    #[serde(default)]
+    pub programs: Vec<sluice_ssh::classify::ProgramRule>,
+}
+
+fn default_ssh_listen() -> String {
+    "127.0.0.1:2222".into()
+}
+
+fn default_max_recording_mib() -> u64 {
+    256
+}
+
+impl Default for SshSection {
+    fn default() -> Self {
+        SshSection {
+            listen: default_ssh_listen(),
+            host_key: None,
+            ca_key: None,
+            recordings: None,
+            max_recording_mib: default_max_recording_mib(),
+            programs: Vec::new(),
+        }
+    }
+}
+
+/// How the gateway logs in to an SSH target.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SshAuth {
+    /// A certificate the gateway signs for each session.
+    Certificate,
+    /// `private_key_file`.
+    Key,
+    /// `password_env` or `password_file`.
+    Password,
+}
+
 /// `[[connections]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -385,6 +440,14 @@ pub struct ConnectionSection {
     pub shadow: bool,
     /// How statements wait for review here (`auto`, `hold`, `defer`).
     pub review_mode: Option<ReviewMode>,
+    /// SSH: how the gateway logs in (default: `key` with a private key
+    /// file, `password` with a password, `certificate` otherwise).
+    pub auth: Option<SshAuth>,
+    /// SSH: the gateway's private key for the target login.
+    pub private_key_file: Option<PathBuf>,
+    /// SSH: the target's host keys (`ssh-ed25519 AAAA...`, as `ssh-keyscan` prints them without the host).
+    #[serde(default)]
+    pub host_keys: Vec<String>,
 }
 
 /// TLS toward the target.
@@ -410,6 +473,57 @@ mod humantime_serde_compat {
 }
 
 impl Config {
+    /// Target settings of every SSH connection: pinned host keys and the
+    /// login method, with the credential it needs.
+    pub fn ssh_targets(
+        &self,
+        connections: &[Connection],
+    ) -> Result<std::collections::HashMap<String, sluice_ssh::target::SshTarget>> {
+        use sluice_ssh::target::{SshTarget, TargetAuth};
+        let mut out = std::collections::HashMap::new();
+        for (i, c) in self.connections.iter().enumerate() {
+            if c.kind != "ssh" {
+                continue;
+            }
+            let at = format!("{}: connections[{i}] ({:?})", self.source, c.name);
+            let password = connections
+                .iter()
+                .find(|x| x.name == c.name)
+                .and_then(|x| x.password.clone());
+            let auth = c.auth.unwrap_or(if c.private_key_file.is_some() {
+                SshAuth::Key
+            } else if password.is_some() {
+                SshAuth::Password
+            } else {
+                SshAuth::Certificate
+            });
+            let auth = match auth {
+                SshAuth::Certificate => TargetAuth::Certificate,
+                SshAuth::Password => TargetAuth::Password(password.ok_or_else(|| {
+                    anyhow!("{at}: auth = \"password\" needs password_env or password_file")
+                })?),
+                SshAuth::Key => {
+                    let file = c
+                        .private_key_file
+                        .as_ref()
+                        .ok_or_else(|| anyhow!("{at}: auth = \"key\" needs private_key_file"))?;
+                    let key = sluice_ssh::keys::load(&self.resolve(file))
+                        .map_err(|e| anyhow!("{at}: private_key_file: {e}"))?;
+                    TargetAuth::Key(std::sync::Arc::new(key))
+                }
+            };
+            let host_keys = c
+                .host_keys
+                .iter()
+                .map(|l| {
+                    sluice_ssh::keys::parse_public(l).map_err(|e| anyhow!("{at}: host_keys: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.insert(c.name.clone(), SshTarget { host_keys, auth });
+        }
+        Ok(out)
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
@@ -454,11 +568,22 @@ impl Config {
             if !seen.insert(&c.name) {
                 bail!("{at}: name: another connection has the same name");
             }
-            if c.kind != "postgres" {
+            if c.kind != "postgres" && c.kind != "ssh" {
                 bail!(
-                    "{at}: kind: unsupported kind {:?} (supported: \"postgres\")",
+                    "{at}: kind: unsupported kind {:?} (supported: \"postgres\", \"ssh\")",
                     c.kind
                 );
+            }
+            if c.kind == "ssh" {
+                if c.host_keys.is_empty() {
+                    bail!("{at}: host_keys: pin the target's host key (the output of `ssh-keyscan -t ed25519 HOST` without the host name); the gateway connects to no unpinned SSH target");
+                }
+                for (k, line) in c.host_keys.iter().enumerate() {
+                    sluice_ssh::keys::parse_public(line)
+                        .map_err(|e| anyhow!("{at}: host_keys[{k}]: {e}"))?;
+                }
+            } else if c.auth.is_some() || c.private_key_file.is_some() || !c.host_keys.is_empty() {
+                bail!("{at}: auth, private_key_file and host_keys apply to kind = \"ssh\" only");
             }
             if c.address
                 .rsplit_once(':')
@@ -477,6 +602,7 @@ impl Config {
         for (key, addr) in [
             ("gateway.api_listen", &self.gateway.api_listen),
             ("postgres.listen", &self.postgres.listen),
+            ("ssh.listen", &self.ssh.listen),
         ] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 bail!("{}: {key}: expected ip:port, got {addr:?}", self.source);

@@ -78,6 +78,10 @@ pub async fn run(cfg: Config) -> Result<()> {
             classifier: Arc::new(Classifier::new(pg_functions)),
         },
     )?;
+    let ssh = ssh_gateway(&cfg, &core, &data_dir)?;
+    let ssh_listener = tokio::net::TcpListener::bind(&cfg.ssh.listen)
+        .await
+        .with_context(|| format!("ssh.listen: cannot listen on {}", cfg.ssh.listen))?;
     let pg_listener = tokio::net::TcpListener::bind(&cfg.postgres.listen)
         .await
         .with_context(|| format!("postgres.listen: cannot listen on {}", cfg.postgres.listen))?;
@@ -92,7 +96,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     core.record(EventDraft::new(
         "gateway.start",
-        json!({"version": env!("CARGO_PKG_VERSION"), "postgres": cfg.postgres.listen, "api": cfg.gateway.api_listen,
+        json!({"version": env!("CARGO_PKG_VERSION"), "postgres": cfg.postgres.listen, "ssh": cfg.ssh.listen, "api": cfg.gateway.api_listen,
                "connections": core.connections().map(|c| c.name.clone()).collect::<Vec<_>>()}),
     ))
     .await?;
@@ -101,8 +105,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         config = %cfg.source, data_dir = %data_dir.display(), "sluice gateway running"
     );
     eprintln!(
-        "sluice gateway: postgres on {}, API on http://{}, store {} ({})",
+        "sluice gateway: postgres on {}, ssh on {} (host key {}), API on http://{}, store {} ({})",
         pg_listener.local_addr()?,
+        ssh_listener.local_addr()?,
+        ssh.host_fingerprint,
         api_listener.local_addr()?,
         core.store().backend(),
         data_dir.display()
@@ -110,6 +116,9 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let postgres_listen = pg_listener.local_addr()?.to_string();
     tokio::spawn(pg.clone().serve(pg_listener));
+    let ssh_listen = ssh_listener.local_addr()?.to_string();
+    let recordings = Arc::new(crate::api::Recordings(ssh.recordings.clone()));
+    tokio::spawn(ssh.gateway.clone().serve(ssh_listener));
     tokio::spawn(reload_policy_on_sighup(core.clone()));
     let tools = Arc::new(pg.mask_tools());
     let exchange = Arc::new(crate::api_identity::Exchange {
@@ -117,17 +126,77 @@ pub async fn run(cfg: Config) -> Result<()> {
         rules: trust,
         logins: Default::default(),
         postgres_listen,
+        ssh_listen,
+        ssh_ca: ssh.ca.clone(),
+        ssh_host_key: ssh.host_public.clone(),
         refusals: Default::default(),
     });
     let api = axum::serve(
         api_listener,
-        crate::api::router(core.clone(), tools, exchange),
+        crate::api::router(core.clone(), tools, exchange, recordings),
     );
     tokio::select! {
         r = api => r.context("API server failed")?,
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     Ok(())
+}
+
+/// The SSH listener's parts the API needs too.
+struct Ssh {
+    gateway: Arc<sluice_ssh::SshGateway>,
+    recordings: std::path::PathBuf,
+    ca: Arc<sluice_ssh::keys::Authority>,
+    host_public: String,
+    host_fingerprint: String,
+}
+
+/// Loads (or creates) the SSH host and CA keys and prepares the listener.
+fn ssh_gateway(cfg: &Config, core: &Arc<Core>, data_dir: &std::path::Path) -> Result<Ssh> {
+    let key_path = |configured: &Option<std::path::PathBuf>, default: &str| match configured {
+        Some(p) => cfg.resolve(p),
+        None => data_dir.join(default),
+    };
+    let host_key =
+        sluice_ssh::keys::load_or_create(&key_path(&cfg.ssh.host_key, "ssh_host_ed25519_key"))
+            .context("ssh.host_key")?;
+    let ca_key = sluice_ssh::keys::load_or_create(&key_path(&cfg.ssh.ca_key, "ssh_ca_key"))
+        .context("ssh.ca_key")?;
+    let host_public = host_key.public_key().to_openssh().context("ssh.host_key")?;
+    let host_fingerprint = sluice_ssh::keys::fingerprint(host_key.public_key());
+    let ca = Arc::new(sluice_ssh::keys::Authority::new(ca_key));
+    let connections: Vec<sluice_core::Connection> =
+        core.connections().map(|c| (**c).clone()).collect();
+    let pg_classifier = Arc::new(Classifier::new(cfg.pg_functions()?));
+    let programs = sluice_ssh::classify::Programs::with_rules(cfg.ssh.programs.clone())
+        .map_err(|e| anyhow::anyhow!("{}: ssh.programs: {e}", cfg.source))?
+        .with_sql(Arc::new(move |sql: &str| {
+            (*pg_classifier.classify(sql, false).classification).clone()
+        }));
+    let recordings = cfg
+        .ssh
+        .recordings
+        .as_ref()
+        .map(|p| cfg.resolve(p))
+        .unwrap_or_else(|| data_dir.join("recordings"));
+    let gateway = sluice_ssh::SshGateway::new(
+        core.clone(),
+        sluice_ssh::SshOptions {
+            host_key,
+            ca: ca.clone(),
+            targets: cfg.ssh_targets(&connections)?,
+            programs: Arc::new(programs),
+            recordings: recordings.clone(),
+            max_recording: cfg.ssh.max_recording_mib.saturating_mul(1024 * 1024),
+        },
+    );
+    Ok(Ssh {
+        gateway,
+        recordings,
+        ca,
+        host_public,
+        host_fingerprint,
+    })
 }
 
 async fn shutdown_signal() {

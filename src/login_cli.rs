@@ -268,12 +268,19 @@ pub async fn connect(
     command: &[String],
 ) -> Result<std::process::ExitCode> {
     let api = ApiClient::from_env_or_config(cfg)?;
+    // A fresh key for SSH connections, which the gateway certifies for
+    // the token's lifetime; PostgreSQL connections ignore it.
+    let key = sluice_ssh::keys::new_key();
+    let public = key.public_key().to_openssh()?;
     let resp = api
         .post(
             "/v1/connect",
-            &json!({"connection": connection, "ttl_secs": ttl.as_secs()}),
+            &json!({"connection": connection, "ttl_secs": ttl.as_secs(), "public_key": public}),
         )
         .await?;
+    if resp["kind"] == "ssh" {
+        return connect_ssh(connection, &resp, &key, command);
+    }
     let field = |k: &str| resp[k].as_str().unwrap_or_default().to_string();
     let Some((program, args)) = command.split_first() else {
         println!(
@@ -296,6 +303,72 @@ pub async fn connect(
         .env("PGSSLMODE", "require")
         .status()
         .with_context(|| format!("cannot run {program}"))?;
+    Ok(std::process::ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8,
+    ))
+}
+
+/// Writes the key, its certificate, the gateway's pinned host key and an
+/// ssh config naming the connection as a host, then runs `ssh`, `scp` or
+/// `sftp` with that config (`sluice connect web-1 -- ssh web-1 uptime`).
+/// Without a command the files stay, and how to use them is printed.
+fn connect_ssh(
+    connection: &str,
+    resp: &Value,
+    key: &sluice_ssh::keys::PrivateKey,
+    command: &[String],
+) -> Result<std::process::ExitCode> {
+    let field = |k: &str| resp[k].as_str().unwrap_or_default().to_string();
+    let home = credential_path()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        .ok_or_else(|| anyhow!("set SLUICE_HOME or HOME"))?;
+    let dir = home.join("ssh").join(format!(
+        "{connection}-{}",
+        hex::encode(rand::random::<[u8; 4]>())
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let key_path = dir.join("id_ed25519");
+    let text = key
+        .to_openssh(sluice_ssh::keys::LineEnding::LF)
+        .map_err(|e| anyhow!("cannot encode the key: {e}"))?;
+    sluice_pg::tls::write_private(&key_path, text.as_bytes())?;
+    let cert_path = dir.join("id_ed25519-cert.pub");
+    std::fs::write(&cert_path, format!("{}\n", field("certificate")))?;
+    let (host, port) = (field("host"), field("port"));
+    let known = dir.join("known_hosts");
+    std::fs::write(&known, format!("[{host}]:{port} {}\n", field("host_key")))?;
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host {connection}\n  HostName {host}\n  Port {port}\n  User {connection}\n  IdentityFile {}\n  CertificateFile {}\n  IdentitiesOnly yes\n  PreferredAuthentications publickey\n  UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  HostKeyAlias [{host}]:{port}\n",
+            key_path.display(),
+            cert_path.display(),
+            known.display()
+        ),
+    )?;
+    let until = resp["record"]["expires_at"]
+        .as_i64()
+        .map(format_ms)
+        .unwrap_or_default();
+    let Some((program, args)) = command.split_first() else {
+        println!("ssh -F {} {connection}", config.display());
+        eprintln!(
+            "certificate valid until {until}; files in {}",
+            dir.display()
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    let status = std::process::Command::new(program)
+        .arg("-F")
+        .arg(&config)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {program}"));
+    // Nothing outlives the command: the certificate is short-lived, and
+    // the key goes with it.
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status?;
     Ok(std::process::ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8,
     ))

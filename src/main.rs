@@ -271,6 +271,22 @@ enum SessionsCmd {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// Play a session's terminal recordings with their timing.
+    Replay {
+        id: String,
+        /// Playback speed (2 = twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Longest pause played, in seconds (after --speed).
+        #[arg(long, default_value_t = 2.0)]
+        max_idle: f64,
+        /// Only this recording (a channel number; all in order by default).
+        #[arg(long)]
+        channel: Option<u64>,
+        /// Write the recording (asciicast v2) to stdout instead of playing it.
+        #[arg(long)]
+        raw: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -695,6 +711,13 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
                 );
             }
         }
+        SessionsCmd::Replay {
+            id,
+            speed,
+            max_idle,
+            channel,
+            raw,
+        } => replay(api, &id, speed, max_idle, channel, raw).await?,
         SessionsCmd::Show { id, out } => {
             let resp = api.get(&format!("/v1/sessions/{id}"), &[]).await?;
             if out.json {
@@ -753,6 +776,55 @@ async fn sessions(api: &ApiClient, cmd: SessionsCmd) -> Result<()> {
                 println!("{ts}  #{:<6} {:<15} {line}", e["seq"], s(e, "kind"));
             }
         }
+    }
+    Ok(())
+}
+
+/// Fetches a session's recordings (the gateway checks each against the
+/// digest in the audit chain) and plays them one after the other.
+async fn replay(
+    api: &ApiClient,
+    id: &str,
+    speed: f64,
+    max_idle: f64,
+    channel: Option<u64>,
+    raw: bool,
+) -> Result<()> {
+    if !(speed > 0.0 && speed.is_finite()) {
+        bail!("--speed must be a positive number");
+    }
+    let resp = api.get(&format!("/v1/sessions/{id}"), &[]).await?;
+    let files: Vec<String> = resp["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "recording")
+        .filter(|e| channel.is_none_or(|c| e["data"]["channel"].as_u64() == Some(c)))
+        .filter_map(|e| e["data"]["file"].as_str().map(str::to_string))
+        .collect();
+    if files.is_empty() {
+        bail!("session {id} has no recordings (only SSH exec and shell channels are recorded)");
+    }
+    let mut stdout = tokio::io::stdout();
+    for file in files {
+        let bytes = api
+            .get_bytes(&format!("/v1/sessions/{id}/recordings/{file}"))
+            .await?;
+        if raw {
+            use tokio::io::AsyncWriteExt;
+            stdout.write_all(&bytes).await?;
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let cast = sluice_core::recording::read_cast(&text)
+            .map_err(|e| anyhow::anyhow!("recording {file}: {e}"))?;
+        sluice_core::recording::replay(
+            &cast,
+            speed,
+            std::time::Duration::from_secs_f64(max_idle.max(0.0)),
+            &mut stdout,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -290,6 +292,7 @@ pub fn make_ca_and_leaf() -> (String, String, String) {
 /// A running `sluice gateway` process with its own data directory.
 pub struct Gateway {
     pub pg_port: u16,
+    pub ssh_port: u16,
     pub api_port: u16,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
@@ -312,17 +315,28 @@ pub fn connection_toml(name: &str, server: &PgServer, tls: &str, tags: &str) -> 
 impl Gateway {
     /// Starts the gateway with the given extra config (connections, store).
     pub fn start(gateway_extra: &str, postgres_extra: &str, connections: &str) -> Gateway {
+        Gateway::start_with_ssh(gateway_extra, postgres_extra, "", connections)
+    }
+
+    /// Starts the gateway with an `[ssh]` section too.
+    pub fn start_with_ssh(
+        gateway_extra: &str,
+        postgres_extra: &str,
+        ssh_extra: &str,
+        connections: &str,
+    ) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("sluice-gw-")
             .tempdir()
             .unwrap();
         let pg_port = free_port();
+        let ssh_port = free_port();
         let api_port = free_port();
         let config = dir.path().join("sluice.toml");
         std::fs::write(
             &config,
             format!(
-                "[gateway]\ndata_dir = \"data\"\napi_listen = \"127.0.0.1:{api_port}\"\n{gateway_extra}\n\n[postgres]\nlisten = \"127.0.0.1:{pg_port}\"\n{postgres_extra}\n\n{connections}"
+                "[gateway]\ndata_dir = \"data\"\napi_listen = \"127.0.0.1:{api_port}\"\n{gateway_extra}\n\n[postgres]\nlisten = \"127.0.0.1:{pg_port}\"\n{postgres_extra}\n\n[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\n{ssh_extra}\n\n{connections}"
             ),
         )
         .unwrap();
@@ -341,6 +355,7 @@ impl Gateway {
             .unwrap();
         let mut gw = Gateway {
             pg_port,
+            ssh_port,
             api_port,
             config,
             dir,
@@ -359,7 +374,8 @@ impl Gateway {
             }
             let api = std::net::TcpStream::connect(("127.0.0.1", self.api_port)).is_ok();
             let pg = std::net::TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok();
-            if api && pg {
+            let ssh = std::net::TcpStream::connect(("127.0.0.1", self.ssh_port)).is_ok();
+            if api && pg && ssh {
                 return;
             }
             assert!(
@@ -566,6 +582,7 @@ impl Gateway {
         let dir = std::mem::replace(&mut old.dir, tempfile::tempdir().unwrap());
         let mut gw = Gateway {
             pg_port: old.pg_port,
+            ssh_port: old.ssh_port,
             api_port: old.api_port,
             config: old.config.clone(),
             dir,

@@ -112,6 +112,12 @@ pub struct Classification {
     /// Schemas named explicitly.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub schemas: BTreeSet<String>,
+    /// Programs run (a shell command line's simple commands, by name).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub programs: BTreeSet<String>,
+    /// Files and directories touched, as written (arguments, transfer paths).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub paths: BTreeSet<String>,
     /// Statement-level facts policy may use.
     #[serde(default, skip_serializing_if = "Flags::is_default")]
     pub flags: Flags,
@@ -198,6 +204,8 @@ impl Classification {
         self.tables.extend(other.tables.iter().cloned());
         self.functions.extend(other.functions.iter().cloned());
         self.schemas.extend(other.schemas.iter().cloned());
+        self.programs.extend(other.programs.iter().cloned());
+        self.paths.extend(other.paths.iter().cloned());
         // The caller that combines statements counts them itself.
         self.flags.statements = self.flags.statements.max(other.flags.statements);
         self.flags.has_where &= other.flags.has_where;

@@ -123,6 +123,16 @@ pub struct IssueRequest {
     pub parent: Option<String>,
 }
 
+/// What a client presented to prove it holds a token.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// The token itself (a password).
+    Secret(&'a str),
+    /// A token's id, from a credential the gateway issued for that token
+    /// and has verified itself (an SSH certificate signed by its CA).
+    Vouched(&'a str),
+}
+
 /// The role every adapter enforces itself: reads only, whatever policy allows.
 pub const READ_ONLY_ROLE: &str = "read-only";
 
@@ -422,19 +432,21 @@ impl Core {
         Ok(())
     }
 
-    /// Checks a presented token for a connection and a client user name.
+    /// Checks a credential for a connection and, where the protocol names
+    /// one, the client's user name (which must be the token's principal).
     /// Failures are recorded (without the token) and returned with a reason.
     pub async fn authenticate(
         &self,
-        presented: &str,
-        user: &str,
+        credential: Credential<'_>,
+        user: Option<&str>,
         connection: &str,
         protocol: &str,
         client_addr: &str,
     ) -> Result<Grant, AuthError> {
-        let result = self.check_token(presented, user, connection).await;
+        let result = self.check_token(credential, user, connection).await;
         if let Err(e) = &result {
             // Names chosen by an unauthenticated client: bounded in the log.
+            let user = user.unwrap_or("");
             let user = &user[..user.floor_char_boundary(256)];
             let connection = &connection[..connection.floor_char_boundary(256)];
             let mut ev = EventDraft::new(
@@ -452,14 +464,20 @@ impl Core {
 
     async fn check_token(
         &self,
-        presented: &str,
-        user: &str,
+        credential: Credential<'_>,
+        user: Option<&str>,
         connection: &str,
     ) -> Result<Grant, AuthError> {
-        if !token::looks_like_token(presented) {
-            return Err(AuthError::Invalid);
-        }
-        let Some(t) = self.store.token_by_hash(&token::hash(presented)).await? else {
+        let found = match credential {
+            Credential::Secret(presented) => {
+                if !token::looks_like_token(presented) {
+                    return Err(AuthError::Invalid);
+                }
+                self.store.token_by_hash(&token::hash(presented)).await?
+            }
+            Credential::Vouched(id) => self.store.token_by_id(id).await?,
+        };
+        let Some(t) = found else {
             return Err(AuthError::Invalid);
         };
         if t.kind != "access" {
@@ -478,7 +496,7 @@ impl Core {
         let Some(conn) = self.connections.get(connection) else {
             return Err(AuthError::WrongConnection(connection.to_string()));
         };
-        if user != t.principal {
+        if user.is_some_and(|u| u != t.principal) {
             return Err(AuthError::WrongUser(t.principal));
         }
         if t.uses_left.is_some() && !self.store.consume_token_use(&t.id).await? {
@@ -722,12 +740,30 @@ impl SessionHandle {
         decision
     }
 
-    /// Whether policy approves a reviewed command without a human.
-    pub fn decide_approval(
+    /// Records an event of this session durably (a refused tunnel, a file
+    /// transfer, a recording's digest).
+    pub async fn record_event(
         &self,
-        c: &Classification,
-        approval: &crate::policy::ApprovalContext,
-    ) -> Decision {
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.core.record(self.event(kind, data)).await
+    }
+
+    /// Whether policy lets this session open an interactive terminal.
+    pub fn decide_shell(&self) -> Decision {
+        let (engine, entities) = self.fresh_entities();
+        engine.decide_shell(&entities, now_ms())
+    }
+
+    /// Whether policy lets this session open a tunnel (`local`, `remote`,
+    /// `agent`, `x11`), toward `destination` when it names one.
+    pub fn decide_tunnel(&self, kind: &str, destination: Option<&str>) -> Decision {
+        let (engine, entities) = self.fresh_entities();
+        engine.decide_tunnel(&entities, kind, destination, now_ms())
+    }
+
+    fn fresh_entities(&self) -> (Arc<PolicyEngine>, crate::policy::PolicyEntities) {
         let engine = self.core.policy();
         let who = Principal {
             name: self.principal.clone(),
@@ -738,6 +774,16 @@ impl SessionHandle {
         let entities = engine
             .entities(&who, &self.connection_config)
             .with_role(self.role.clone());
+        (engine, entities)
+    }
+
+    /// Whether policy approves a reviewed command without a human.
+    pub fn decide_approval(
+        &self,
+        c: &Classification,
+        approval: &crate::policy::ApprovalContext,
+    ) -> Decision {
+        let (engine, entities) = self.fresh_entities();
         engine.decide_approve(&entities, c.class().as_str(), c, approval, now_ms())
     }
 
@@ -791,7 +837,7 @@ impl SessionHandle {
     }
 
     /// Ends the session: updates its record and appends the end event.
-    pub async fn close(self, bytes_in: u64, bytes_out: u64, outcome: &str) {
+    pub async fn close(&self, bytes_in: u64, bytes_out: u64, outcome: &str) {
         let store = &self.core.store;
         if let Err(e) = store
             .end_session(

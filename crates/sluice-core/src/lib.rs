@@ -14,16 +14,18 @@ pub mod mask;
 pub mod masking;
 pub mod notify;
 pub mod policy;
+pub mod recording;
 pub mod review;
 pub mod reviews;
 pub mod secret;
 pub mod store;
+pub mod stream_mask;
 pub mod time;
 pub mod token;
 
 pub use crate::core::{
-    AuthError, Core, CoreError, Grant, IssueRequest, OpenError, PolicyConfig, SessionHandle,
-    TokenWatch, READ_ONLY_ROLE,
+    AuthError, Core, CoreError, Credential, Grant, IssueRequest, OpenError, PolicyConfig,
+    SessionHandle, TokenWatch, READ_ONLY_ROLE,
 };
 pub use command::{Class, Classification, Command, CommandOutcome, Flags};
 pub use connection::{Connection, TargetTls};

@@ -374,6 +374,45 @@ impl PolicyEngine {
         )
     }
 
+    /// Decides whether the principal may open an interactive terminal.
+    pub fn decide_shell(&self, ent: &PolicyEntities, now_ms: i64) -> Decision {
+        let mut nothing = Classification::default();
+        nothing.flags.statements = 0;
+        let ctx = command_context(ent, "shell", &nothing, now_ms);
+        self.decide_actions(ent, &["shell"], || ctx.clone())
+    }
+
+    /// Decides whether the principal may open a tunnel of a kind (`local`,
+    /// `remote`, `agent`, `x11`). As for `unmask`, only a permit naming
+    /// the `tunnel` action counts: a tunnel bypasses inspection.
+    pub fn decide_tunnel(
+        &self,
+        ent: &PolicyEntities,
+        kind: &str,
+        destination: Option<&str>,
+        now_ms: i64,
+    ) -> Decision {
+        let mut nothing = Classification::default();
+        nothing.flags.statements = 0;
+        let mut ctx = command_context(ent, "tunnel", &nothing, now_ms);
+        ctx.push((
+            "tunnel".into(),
+            RestrictedExpression::new_string(kind.to_string()),
+        ));
+        if let Some(d) = destination {
+            ctx.push((
+                "destination".into(),
+                RestrictedExpression::new_string(d.to_string()),
+            ));
+        }
+        self.decide_named(
+            ent,
+            "tunnel",
+            ctx,
+            "tunnels bypass inspection and no policy allows this one by name",
+        )
+    }
+
     /// Decides whether a review is approved by policy instead of a human.
     /// As for `unmask`, only a permit naming the `approve` action counts.
     pub fn decide_approve(
@@ -700,6 +739,8 @@ fn command_context(
         ),
         ("tables".to_string(), str_set(&c.tables)),
         ("functions".to_string(), str_set(&c.functions)),
+        ("programs".to_string(), str_set(&c.programs)),
+        ("paths".to_string(), str_set(&c.paths)),
         ("schemas".to_string(), str_set(&c.schemas)),
         (
             "statements".to_string(),

@@ -274,7 +274,13 @@ impl PgGateway {
         let client_addr = peer.to_string();
         let grant = match self
             .core
-            .authenticate(&password, &user, &database, "postgres", &client_addr)
+            .authenticate(
+                sluice_core::Credential::Secret(&password),
+                Some(&user),
+                &database,
+                "postgres",
+                &client_addr,
+            )
             .await
         {
             Ok(g) => g,

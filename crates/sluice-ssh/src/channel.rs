@@ -1,0 +1,1155 @@
+//! One client session channel: what it asks for (exec, shell, the sftp
+//! subsystem), what policy decides, and the relay to the target channel,
+//! with output masked and everything recorded.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use russh::server::{Handle, Msg};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
+use serde_json::json;
+use sluice_core::recording::{CastHeader, CastWriter};
+use sluice_core::review::{ReviewMode, ReviewState};
+use sluice_core::reviews::{CommandAsk, Submitted};
+use sluice_core::stream_mask::StreamMasker;
+use sluice_core::{
+    Class, Classification, Command, CommandOutcome, Decision, Effect, SessionHandle,
+};
+
+use crate::server::Shared;
+use crate::sftp;
+use crate::typed::{asks_for_secret, LineTracker};
+
+/// The exit status a refused command ends with (as a shell's "cannot execute").
+pub const REFUSED_STATUS: u32 = 126;
+/// The exit status when the target cannot be reached (as ssh's own).
+pub const TARGET_STATUS: u32 = 255;
+
+/// A terminal the client asked for.
+#[derive(Clone)]
+struct PtyRequest {
+    term: String,
+    cols: u32,
+    rows: u32,
+    pix_width: u32,
+    pix_height: u32,
+    modes: Vec<(Pty, u32)>,
+}
+
+/// What the client asked the channel to run.
+enum Run {
+    Exec(Vec<u8>),
+    Shell,
+    Sftp,
+}
+
+/// Environment variables passed on: locale only, as sshd's default
+/// `AcceptEnv`. Others (`LD_PRELOAD`, `BASH_ENV`) could change what runs.
+pub(crate) fn passes_env(name: &str) -> bool {
+    name == "LANG" || name.starts_with("LC_")
+}
+
+/// Drives one session channel from its first request to its close.
+pub(crate) async fn run(shared: Arc<Shared>, mut ch: Channel<Msg>, client: Handle) {
+    let Some(session) = shared.session().cloned() else {
+        return;
+    };
+    let mut pty = None;
+    let mut env = Vec::new();
+    // Requests were answered by the handler as they arrived; here they
+    // are carried out.
+    let run = loop {
+        let Some(msg) = ch.wait().await else { return };
+        match msg {
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                terminal_modes,
+                ..
+            } => {
+                pty = Some(PtyRequest {
+                    term,
+                    cols: col_width,
+                    rows: row_height,
+                    pix_width,
+                    pix_height,
+                    modes: terminal_modes,
+                })
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } if passes_env(&variable_name) && env.len() < 16 => {
+                env.push((variable_name, variable_value));
+            }
+            ChannelMsg::Exec { command, .. } => break Run::Exec(command),
+            ChannelMsg::RequestShell { .. } => break Run::Shell,
+            ChannelMsg::RequestSubsystem { name, .. } if name == "sftp" => break Run::Sftp,
+            ChannelMsg::RequestX11 { .. } => {
+                let d = session.decide_tunnel("x11", None);
+                let _ = session
+                    .record_event(
+                        "tunnel.refused",
+                        json!({"tunnel": "x11", "decision": d,
+                               "reason": "the gateway does not relay x11 forwarding"}),
+                    )
+                    .await;
+            }
+            ChannelMsg::Eof | ChannelMsg::Close => return,
+            _ => {}
+        }
+    };
+    let n = shared.next_channel();
+    let ctx = Ctx {
+        shared,
+        session,
+        client,
+        id: ch.id(),
+        n,
+    };
+    match run {
+        Run::Exec(command) => ctx.exec(ch, command, pty, env).await,
+        Run::Shell => ctx.shell(ch, pty, env).await,
+        Run::Sftp => ctx.sftp(ch).await,
+    }
+}
+
+struct Ctx {
+    shared: Arc<Shared>,
+    session: Arc<SessionHandle>,
+    client: Handle,
+    id: ChannelId,
+    /// The channel's number within the session.
+    n: u32,
+}
+
+/// What became of a review.
+enum Verdict {
+    Run(String),
+    Refuse(String),
+}
+
+impl Ctx {
+    /// Tells the client why nothing ran, and ends the channel.
+    async fn refuse(&self, message: &str, status: u32) {
+        let line = format!("{message}\r\n");
+        let _ = self
+            .client
+            .extended_data(self.id, 1, Bytes::from(line.into_bytes()))
+            .await;
+        let _ = self.client.exit_status_request(self.id, status).await;
+        let _ = self.client.eof(self.id).await;
+        let _ = self.client.close(self.id).await;
+    }
+
+    /// Masks values in text kept for the record or shown to approvers.
+    fn masked_text(&self, text: &str) -> String {
+        let masking = self.shared.gw.core.masking();
+        match masking.masker.mask_text(text) {
+            Some((masked, _)) => masked,
+            None => text.to_string(),
+        }
+    }
+
+    fn recorder(&self, kind: &str, pty: Option<&PtyRequest>, title: &str) -> Option<CastWriter> {
+        let header = CastHeader {
+            width: pty.map(|p| p.cols).filter(|c| *c > 0).unwrap_or(80),
+            height: pty.map(|p| p.rows).filter(|r| *r > 0).unwrap_or(24),
+            timestamp: sluice_core::time::now_ms() / 1000,
+            title: Some(title.chars().take(200).collect()),
+            term: pty.map(|p| p.term.clone()),
+        };
+        let name = format!("{}-{}-{kind}", self.session.id, self.n);
+        match CastWriter::create(
+            &self.shared.gw.recordings,
+            &name,
+            &header,
+            self.shared.gw.max_recording,
+        ) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(session = %self.session.id, error = %e, "cannot create a recording");
+                None
+            }
+        }
+    }
+
+    async fn finish_recording(&self, kind: &str, cast: Option<Arc<Mutex<Option<CastWriter>>>>) {
+        let Some(cast) = cast else { return };
+        let Some(w) = cast.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        match w.finish() {
+            Ok(summary) => {
+                let file = summary
+                    .path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let _ = self
+                    .session
+                    .record_event(
+                        "recording",
+                        json!({"channel": self.n, "kind": kind, "file": file,
+                               "sha256": summary.sha256, "bytes": summary.bytes,
+                               "duration_ms": summary.duration_ms, "truncated": summary.truncated}),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!(session = %self.session.id, error = %e, "cannot finish a recording")
+            }
+        }
+    }
+
+    /// Opens the target channel with the client's terminal and locale.
+    async fn open_target(
+        &self,
+        pty: Option<&PtyRequest>,
+        env: &[(String, String)],
+    ) -> Result<Channel<russh::client::Msg>, String> {
+        let target = self.shared.target().await?;
+        let tch = target
+            .channel_open_session()
+            .await
+            .map_err(|e| format!("the target refused a session channel: {e}"))?;
+        if let Some(p) = pty {
+            tch.request_pty(
+                false,
+                &p.term,
+                p.cols,
+                p.rows,
+                p.pix_width,
+                p.pix_height,
+                &p.modes,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        for (k, v) in env {
+            tch.set_env(false, k.as_str(), v.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(tch)
+    }
+
+    async fn exec(
+        self,
+        mut ch: Channel<Msg>,
+        command: Vec<u8>,
+        pty: Option<PtyRequest>,
+        env: Vec<(String, String)>,
+    ) {
+        let started = Instant::now();
+        let mut early = Vec::new();
+        let classification = Arc::new(match std::str::from_utf8(&command) {
+            Ok(line) => crate::classify::classify(line, &self.shared.gw.programs),
+            Err(_) => Classification::unknown("the command line is not valid UTF-8"),
+        });
+        let decision = self.session.decide(&classification);
+        let shown = self.masked_text(&String::from_utf8_lossy(&command));
+        let mut record = Command {
+            protocol: "ssh".into(),
+            path: "exec".into(),
+            text: shown.clone(),
+            classification: Some(classification.clone()),
+            decision: Some(decision.clone()),
+            review: None,
+        };
+        let refusal = match decision.effect {
+            Effect::Allow => None,
+            Effect::Block => Some(format!(
+                "sluice: blocked: {} (class: {})",
+                decision.explain(),
+                classification.class()
+            )),
+            Effect::Review => {
+                match self
+                    .review(
+                        &mut ch,
+                        &mut early,
+                        &command,
+                        &shown,
+                        &classification,
+                        &decision,
+                    )
+                    .await
+                {
+                    Verdict::Run(id) => {
+                        record.review = Some(id);
+                        None
+                    }
+                    Verdict::Refuse(m) => Some(m),
+                }
+            }
+        };
+        let numbers = match self.session.record_commands(&[record]).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(session = %self.session.id, error = %e, "cannot record a command");
+                self.refuse(
+                    "sluice: the gateway cannot record this command, so it was not run; try again later",
+                    REFUSED_STATUS,
+                )
+                .await;
+                return;
+            }
+        };
+        let n = numbers.first().copied().unwrap_or(0);
+        if let Some(message) = refusal {
+            let status = if decision.effect == Effect::Block {
+                "blocked"
+            } else {
+                "skipped"
+            };
+            self.session.record_outcome(
+                n,
+                &CommandOutcome {
+                    status: status.into(),
+                    ..Default::default()
+                },
+            );
+            self.refuse(&message, REFUSED_STATUS).await;
+            return;
+        }
+        let tch = match self.open_target(pty.as_ref(), &env).await {
+            Ok(t) => t,
+            Err(why) => {
+                self.session.record_outcome(
+                    n,
+                    &CommandOutcome {
+                        status: "skipped".into(),
+                        error_code: Some("target".into()),
+                        ..Default::default()
+                    },
+                );
+                self.refuse(&format!("sluice: {why}"), TARGET_STATUS).await;
+                return;
+            }
+        };
+        if let Err(e) = tch.exec(true, command).await {
+            self.refuse(&format!("sluice: the target failed: {e}"), TARGET_STATUS)
+                .await;
+            return;
+        }
+        let cast = self
+            .recorder("exec", pty.as_ref(), &shown)
+            .map(|w| Arc::new(Mutex::new(Some(w))));
+        let interactive = pty.is_some();
+        let ended = self
+            .relay(ch, early, tch, cast.clone(), Upstream::Plain, interactive)
+            .await;
+        let mut outcome = CommandOutcome {
+            status: match ended.exit {
+                Some(0) => "ok".into(),
+                _ => "error".into(),
+            },
+            error_code: match (ended.exit, &ended.signal) {
+                (Some(0), _) => None,
+                (Some(code), _) => Some(code.to_string()),
+                (None, Some(sig)) => Some(format!("signal {sig}")),
+                (None, None) => Some("no exit status".into()),
+            },
+            duration_us: started.elapsed().as_micros() as u64,
+            ..Default::default()
+        };
+        outcome.masked = ended.masked;
+        self.session.record_outcome(n, &outcome);
+        self.finish_recording("exec", cast).await;
+    }
+
+    async fn shell(self, ch: Channel<Msg>, pty: Option<PtyRequest>, env: Vec<(String, String)>) {
+        let decision = self.session.decide_shell();
+        let _ = self
+            .session
+            .record_event(
+                "shell.request",
+                json!({"channel": self.n, "pty": pty.is_some(), "decision": decision}),
+            )
+            .await;
+        if decision.effect != Effect::Allow {
+            let message = format!(
+                "sluice: interactive shells are refused here: {}; run commands with `ssh HOST 'command'` instead",
+                decision.explain()
+            );
+            self.refuse(&message, REFUSED_STATUS).await;
+            return;
+        }
+        let tch = match self.open_target(pty.as_ref(), &env).await {
+            Ok(t) => t,
+            Err(why) => {
+                self.refuse(&format!("sluice: {why}"), TARGET_STATUS).await;
+                return;
+            }
+        };
+        if let Err(e) = tch.request_shell(true).await {
+            self.refuse(&format!("sluice: the target failed: {e}"), TARGET_STATUS)
+                .await;
+            return;
+        }
+        let title = format!(
+            "{}: shell on {}",
+            self.session.principal, self.session.connection
+        );
+        let cast = self
+            .recorder("shell", pty.as_ref(), &title)
+            .map(|w| Arc::new(Mutex::new(Some(w))));
+        let typed = Upstream::Typed {
+            lines: LineTracker::default(),
+            session: self.session.clone(),
+            programs: self.shared.gw.programs.clone(),
+        };
+        self.relay(ch, Vec::new(), tch, cast.clone(), typed, true)
+            .await;
+        self.finish_recording("shell", cast).await;
+    }
+
+    async fn sftp(self, ch: Channel<Msg>) {
+        let _ = self
+            .session
+            .record_event("sftp.start", json!({"channel": self.n}))
+            .await;
+        let tch = match self.open_target(None, &[]).await {
+            Ok(t) => t,
+            Err(why) => {
+                tracing::info!(session = %self.session.id, %why, "sftp: target unavailable");
+                let _ = self.client.close(self.id).await;
+                return;
+            }
+        };
+        if let Err(e) = tch.request_subsystem(true, "sftp").await {
+            tracing::info!(session = %self.session.id, error = %e, "sftp: target refused");
+            let _ = self.client.close(self.id).await;
+            return;
+        }
+        let transfers = Arc::new(Mutex::new(sftp::Transfers::new()));
+        let up = Upstream::Sftp {
+            framer: sftp::Framer::new(MAX_SFTP_PACKET),
+            transfers: transfers.clone(),
+            session: self.session.clone(),
+            client: self.client.clone(),
+            id: self.id,
+        };
+        let ended = self.relay_sftp(ch, tch, up, transfers.clone()).await;
+        let left =
+            std::mem::take(&mut *transfers.lock().unwrap_or_else(|p| p.into_inner())).finish();
+        for op in left {
+            record_file(&self.session, &op).await;
+        }
+        let _ = self
+            .session
+            .record_event("sftp.end", json!({"channel": self.n, "error": ended}))
+            .await;
+    }
+
+    /// Reviews an exec command: deferred ones refuse at once with the
+    /// review id; held ones wait, and a client that leaves cancels.
+    async fn review(
+        &self,
+        ch: &mut Channel<Msg>,
+        early: &mut Vec<ChannelMsg>,
+        command: &[u8],
+        shown: &str,
+        classification: &Arc<Classification>,
+        decision: &Arc<Decision>,
+    ) -> Verdict {
+        let session = &self.session;
+        let why = decision.explain();
+        let mut exact = b"ssh\0exec\0".to_vec();
+        exact.extend_from_slice(command);
+        let mut earlier = session.existing_review(&exact).await;
+        if let Ok(None) = earlier {
+            if let Err(e) = session.may_open_review().await {
+                earlier = Err(e);
+            }
+        }
+        let submitted = match earlier {
+            Ok(None) => {
+                session
+                    .submit_review(CommandAsk {
+                        display: shown.to_string(),
+                        exact,
+                        classification: classification.clone(),
+                        decision: decision.clone(),
+                        impact: None,
+                    })
+                    .await
+            }
+            Ok(Some(found)) => Ok(found),
+            Err(e) => Err(e),
+        };
+        let r = match submitted {
+            Ok(Submitted::Run(r)) => return Verdict::Run(r.id),
+            Ok(Submitted::Pending(r)) => r,
+            Err(e) => {
+                return Verdict::Refuse(format!(
+                    "sluice: this command needs a human review ({why}), and no review was created: {e}; it was not run"
+                ))
+            }
+        };
+        if r.mode == Some(ReviewMode::Defer) {
+            let ttl = session.core().review_settings().approval_ttl.as_secs();
+            return Verdict::Refuse(format!(
+                "sluice: this command needs a human review ({why}); it was not run. Review {id} is pending: wait for it with `sluice reviews wait {id}`, then run exactly the same command again; once approved it runs once, within {ttl} s of the approval",
+                id = r.id
+            ));
+        }
+        let notice = format!(
+            "sluice: this command waits for review {id} ({why}); an approver runs `sluice reviews approve {id}`\r\n",
+            id = r.id
+        );
+        let _ = self
+            .client
+            .extended_data(self.id, 1, Bytes::from(notice.into_bytes()))
+            .await;
+        let wait = session.await_review(&r.id);
+        tokio::pin!(wait);
+        // The client leaving (Ctrl-C kills `ssh`) cancels the review;
+        // input sent meanwhile is kept for the command (up to a bound).
+        let gone = async {
+            let mut kept = 0usize;
+            loop {
+                if kept > MAX_EARLY_INPUT {
+                    return std::future::pending::<()>().await;
+                }
+                match ch.wait().await {
+                    None | Some(ChannelMsg::Close) => return,
+                    Some(m @ ChannelMsg::Data { .. }) => {
+                        if let ChannelMsg::Data { data } = &m {
+                            kept += data.len();
+                        }
+                        early.push(m);
+                    }
+                    Some(m @ (ChannelMsg::Eof | ChannelMsg::WindowChange { .. })) => early.push(m),
+                    Some(_) => {}
+                }
+            }
+        };
+        tokio::pin!(gone);
+        let decided = tokio::select! {
+            d = &mut wait => d,
+            _ = &mut gone => {
+                let core = session.core();
+                match core
+                    .cancel_review(&r.id, "gateway", Some("the client disconnected while its command was held".into()))
+                    .await
+                {
+                    Ok(r) => Ok(r),
+                    Err(_) => core.review(&r.id).await,
+                }
+            }
+        };
+        match decided {
+            Ok(r)
+                if r.state == ReviewState::Executed
+                    && r.session_id.as_deref() == Some(session.id.as_str()) =>
+            {
+                Verdict::Run(r.id)
+            }
+            Ok(r) => {
+                let said = r
+                    .decision_reason
+                    .as_deref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default();
+                Verdict::Refuse(match r.state {
+                    ReviewState::Denied => format!(
+                        "sluice: review {} was denied by {}{said}; the command was not run",
+                        r.id,
+                        r.decided_by.as_deref().unwrap_or("an approver")
+                    ),
+                    ReviewState::Expired => format!(
+                        "sluice: review {} expired before it was decided; the command was not run",
+                        r.id
+                    ),
+                    _ => format!(
+                        "sluice: review {} was {}; the command was not run",
+                        r.id,
+                        r.state.as_str()
+                    ),
+                })
+            }
+            Err(e) => Verdict::Refuse(format!(
+                "sluice: review {} could not be followed ({e}); the command was not run",
+                r.id
+            )),
+        }
+    }
+}
+
+const MAX_SFTP_PACKET: usize = 256 * 1024 + 1024;
+/// Input kept while a command waits for review.
+const MAX_EARLY_INPUT: usize = 1024 * 1024;
+
+/// How a relay's client-to-target direction treats the bytes.
+enum Upstream {
+    /// Passed on as they are (exec).
+    Plain,
+    /// Passed on; finished lines recorded as typed commands (shell).
+    Typed {
+        lines: LineTracker,
+        session: Arc<SessionHandle>,
+        programs: Arc<crate::classify::Programs>,
+    },
+    /// Each SFTP request decided before it is passed on.
+    Sftp {
+        framer: sftp::Framer,
+        transfers: Arc<Mutex<sftp::Transfers>>,
+        session: Arc<SessionHandle>,
+        client: Handle,
+        id: ChannelId,
+    },
+}
+
+/// How the target's side of a relay ended.
+#[derive(Default)]
+struct Ended {
+    exit: Option<u32>,
+    signal: Option<String>,
+    masked: std::collections::BTreeMap<String, u64>,
+}
+
+/// How long a terminal's partial line may wait for its end before it is
+/// released (masked as it is): prompts have no newline.
+const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(15);
+
+/// Output recently shown in a terminal, to recognise password prompts.
+type Recent = Arc<Mutex<String>>;
+
+impl Ctx {
+    async fn relay(
+        &self,
+        ch: Channel<Msg>,
+        early: Vec<ChannelMsg>,
+        tch: Channel<russh::client::Msg>,
+        cast: Option<Arc<Mutex<Option<CastWriter>>>>,
+        up: Upstream,
+        interactive: bool,
+    ) -> Ended {
+        let (client_read, _client_write) = ch.split();
+        let (target_read, target_write) = tch.split();
+        let recent: Recent = Arc::default();
+        let upstream = tokio::spawn(upstream(
+            client_read,
+            early,
+            target_write,
+            up,
+            cast.clone(),
+            recent.clone(),
+            self.shared.clone(),
+        ));
+        let ended = self
+            .downstream(target_read, cast, recent, interactive)
+            .await;
+        upstream.abort();
+        ended
+    }
+
+    /// Target to client: output masked (stdout and stderr each in its own
+    /// stream), recorded, and the exit status passed on.
+    async fn downstream(
+        &self,
+        mut target: ChannelReadHalf,
+        cast: Option<Arc<Mutex<Option<CastWriter>>>>,
+        recent: Recent,
+        interactive: bool,
+    ) -> Ended {
+        let masking = self.session.masking.clone();
+        let mut out = masking.clone().map(StreamMasker::new);
+        let mut err = masking.map(StreamMasker::new);
+        let mut ended = Ended::default();
+        let record = |data: &[u8]| {
+            if let Some(c) = &cast {
+                if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                    let _ = w.output(data);
+                }
+            }
+            if interactive {
+                let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
+                r.push_str(&String::from_utf8_lossy(data));
+                if r.len() > 512 {
+                    let cut = r.len() - 256;
+                    let cut = r.ceil_char_boundary(cut);
+                    r.drain(..cut);
+                }
+            }
+        };
+        loop {
+            // Only a terminal waits for prompts without a newline; a
+            // command's partial line is held until its end (or the
+            // masker's bound), so a value written in two pieces with a
+            // pause between them is still seen whole.
+            let holding = interactive
+                && (out.as_ref().is_some_and(|m| m.holding())
+                    || err.as_ref().is_some_and(|m| m.holding()));
+            let msg = if holding {
+                match tokio::time::timeout(PARTIAL_LINE_WAIT, target.wait()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        // A pause: release what is held, masked as it is.
+                        for (m, ext) in [(&mut out, None), (&mut err, Some(1))] {
+                            if let Some(m) = m.as_mut() {
+                                let b = m.flush();
+                                if !b.is_empty() {
+                                    record(&b);
+                                    if self.send(ext, b).await.is_err() {
+                                        return ended;
+                                    }
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                target.wait().await
+            };
+            let Some(msg) = msg else { break };
+            match msg {
+                ChannelMsg::Data { data } => {
+                    let b = match out.as_mut() {
+                        Some(m) => Bytes::from(m.push(&data)),
+                        None => data,
+                    };
+                    if !b.is_empty() {
+                        record(&b);
+                        if self.send(None, b).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                ChannelMsg::ExtendedData { data, ext } => {
+                    let b = match err.as_mut() {
+                        Some(m) => Bytes::from(m.push(&data)),
+                        None => data,
+                    };
+                    if !b.is_empty() {
+                        record(&b);
+                        if self.send(Some(ext), b).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                ChannelMsg::Eof => {
+                    self.release(&mut out, &mut err, &record).await;
+                    let _ = self.client.eof(self.id).await;
+                }
+                ChannelMsg::ExitStatus { exit_status } => {
+                    self.release(&mut out, &mut err, &record).await;
+                    ended.exit = Some(exit_status);
+                    let _ = self.client.exit_status_request(self.id, exit_status).await;
+                }
+                ChannelMsg::ExitSignal {
+                    signal_name,
+                    core_dumped,
+                    error_message,
+                    lang_tag,
+                } => {
+                    self.release(&mut out, &mut err, &record).await;
+                    ended.signal = Some(format!("{signal_name:?}"));
+                    let _ = self
+                        .client
+                        .exit_signal_request(
+                            self.id,
+                            signal_name,
+                            core_dumped,
+                            error_message,
+                            lang_tag,
+                        )
+                        .await;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        self.release(&mut out, &mut err, &record).await;
+        for m in [&out, &err].into_iter().flatten() {
+            for (k, v) in &m.counts().0 {
+                *ended.masked.entry(k.clone()).or_default() += v;
+            }
+        }
+        let _ = self.client.close(self.id).await;
+        ended
+    }
+
+    async fn release(
+        &self,
+        out: &mut Option<StreamMasker>,
+        err: &mut Option<StreamMasker>,
+        record: &impl Fn(&[u8]),
+    ) {
+        for (m, ext) in [(out, None), (err, Some(1))] {
+            if let Some(m) = m.as_mut() {
+                let b = m.flush();
+                if !b.is_empty() {
+                    record(&b);
+                    let _ = self.send(ext, Bytes::from(b)).await;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, ext: Option<u32>, data: impl Into<Bytes>) -> Result<(), Bytes> {
+        let data = data.into();
+        self.shared
+            .bytes_out
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        match ext {
+            None => self.client.data(self.id, data).await,
+            Some(e) => self.client.extended_data(self.id, e, data).await,
+        }
+    }
+
+    /// The SFTP relay: requests decided on the way up, responses observed
+    /// (not masked: they are file contents, passed on byte for byte) on the
+    /// way down. Returns the protocol error that ended it, if any.
+    async fn relay_sftp(
+        &self,
+        ch: Channel<Msg>,
+        tch: Channel<russh::client::Msg>,
+        up: Upstream,
+        transfers: Arc<Mutex<sftp::Transfers>>,
+    ) -> Option<String> {
+        let (client_read, _client_write) = ch.split();
+        let (mut target_read, target_write) = tch.split();
+        let upstream = tokio::spawn(upstream(
+            client_read,
+            Vec::new(),
+            target_write,
+            up,
+            None,
+            Recent::default(),
+            self.shared.clone(),
+        ));
+        let mut framer = sftp::Framer::new(MAX_SFTP_PACKET);
+        let mut error = None;
+        while let Some(msg) = target_read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    if error.is_none() {
+                        framer.push(&data);
+                        loop {
+                            match framer.next_packet() {
+                                Ok(Some(p)) => {
+                                    let done = match sftp::decode_response(&p[4..]) {
+                                        Ok(resp) => transfers
+                                            .lock()
+                                            .unwrap_or_else(|p| p.into_inner())
+                                            .response(&resp),
+                                        Err(_) => None,
+                                    };
+                                    if let Some(op) = done {
+                                        record_file(&self.session, &op).await;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    error = Some(format!("target: {e}"));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    if self.send(None, data).await.is_err() {
+                        break;
+                    }
+                }
+                ChannelMsg::ExtendedData { data, ext } => {
+                    let _ = self.send(Some(ext), data).await;
+                }
+                ChannelMsg::Eof => {
+                    let _ = self.client.eof(self.id).await;
+                }
+                ChannelMsg::ExitStatus { exit_status } => {
+                    let _ = self.client.exit_status_request(self.id, exit_status).await;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        let _ = self.client.close(self.id).await;
+        match upstream.await {
+            Ok(Some(e)) => Some(e),
+            _ => error,
+        }
+    }
+}
+
+async fn record_file(session: &SessionHandle, op: &sftp::FileOp) {
+    let _ = session
+        .record_event("file", serde_json::to_value(op).unwrap_or_default())
+        .await;
+}
+
+/// Client to target. Returns the protocol error that ended it, if any.
+async fn upstream(
+    mut client: ChannelReadHalf,
+    early: Vec<ChannelMsg>,
+    target: ChannelWriteHalf<russh::client::Msg>,
+    mut up: Upstream,
+    cast: Option<Arc<Mutex<Option<CastWriter>>>>,
+    recent: Recent,
+    shared: Arc<Shared>,
+) -> Option<String> {
+    let mut error = None;
+    let mut early = early.into_iter();
+    loop {
+        let msg = match early.next() {
+            Some(m) => m,
+            None => match client.wait().await {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        match msg {
+            ChannelMsg::Data { data } => {
+                shared
+                    .bytes_in
+                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let forward = match &mut up {
+                    Upstream::Plain => {
+                        record_input(&cast, &data);
+                        data
+                    }
+                    Upstream::Typed {
+                        lines,
+                        session,
+                        programs,
+                    } => {
+                        let secret = {
+                            let r = recent.lock().unwrap_or_else(|p| p.into_inner());
+                            asks_for_secret(&r)
+                        };
+                        let done = lines.feed(&data);
+                        for line in done {
+                            let text = if secret {
+                                "[typed at a password prompt; not recorded]".to_string()
+                            } else {
+                                let masking = session.core().masking();
+                                masking
+                                    .masker
+                                    .mask_text(&line)
+                                    .map(|(m, _)| m)
+                                    .unwrap_or(line.clone())
+                            };
+                            record_input(&cast, format!("{text}\n").as_bytes());
+                            let classification = if secret {
+                                None
+                            } else {
+                                Some(Arc::new(crate::classify::classify(&line, programs)))
+                            };
+                            let _ = session
+                                .record_commands(&[Command {
+                                    protocol: "ssh".into(),
+                                    path: "shell".into(),
+                                    text,
+                                    classification,
+                                    decision: None,
+                                    review: None,
+                                }])
+                                .await;
+                        }
+                        data
+                    }
+                    Upstream::Sftp {
+                        framer,
+                        transfers,
+                        session,
+                        client,
+                        id,
+                    } => {
+                        if error.is_some() {
+                            continue;
+                        }
+                        framer.push(&data);
+                        let mut pass = Vec::with_capacity(data.len());
+                        loop {
+                            match framer.next_packet() {
+                                Ok(Some(p)) => match decide_sftp(session, &p[4..]).await {
+                                    SftpStep::Forward(req) => {
+                                        if let Some(req) = req {
+                                            transfers
+                                                .lock()
+                                                .unwrap_or_else(|p| p.into_inner())
+                                                .request(&req);
+                                        }
+                                        pass.extend_from_slice(&p);
+                                    }
+                                    SftpStep::Refuse(reply) => {
+                                        let _ = client.data(*id, Bytes::from(reply)).await;
+                                    }
+                                },
+                                Ok(None) => break,
+                                Err(e) => {
+                                    // Unframeable input is not passed on:
+                                    // what the gateway cannot read, the
+                                    // target must not act on.
+                                    error = Some(format!("client: {e}"));
+                                    let _ = target.eof().await;
+                                    break;
+                                }
+                            }
+                        }
+                        if pass.is_empty() {
+                            continue;
+                        }
+                        Bytes::from(pass)
+                    }
+                };
+                if target.data_bytes(forward).await.is_err() {
+                    break;
+                }
+            }
+            ChannelMsg::Eof => {
+                let _ = target.eof().await;
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                if let Some(c) = &cast {
+                    if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                        let _ = w.resize(col_width, row_height);
+                    }
+                }
+                let _ = target
+                    .window_change(col_width, row_height, pix_width, pix_height)
+                    .await;
+            }
+            ChannelMsg::Signal { signal } => {
+                let _ = target.signal(signal).await;
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let _ = target.close().await;
+    error
+}
+
+fn record_input(cast: &Option<Arc<Mutex<Option<CastWriter>>>>, data: &[u8]) {
+    if let Some(c) = cast {
+        if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            let _ = w.input(data);
+        }
+    }
+}
+
+enum SftpStep {
+    Forward(Option<sftp::Request>),
+    Refuse(Vec<u8>),
+}
+
+/// Decides one SFTP request: path-bearing requests go through policy;
+/// opens, changes and unknown requests are recorded before they run.
+async fn decide_sftp(session: &SessionHandle, body: &[u8]) -> SftpStep {
+    let req = match sftp::decode_request(body) {
+        Ok(r) => r,
+        Err(e) => {
+            // An id, if one can be read, for a readable refusal.
+            let id = body
+                .get(1..5)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(0);
+            return SftpStep::Refuse(sftp::status_packet(
+                id,
+                sftp::FX_FAILURE,
+                &format!("sluice: unreadable request refused: {e}"),
+            ));
+        }
+    };
+    let Some((class, paths, text)) = sftp::describe(&req) else {
+        return SftpStep::Forward(Some(req));
+    };
+    let mut c = Classification::of(class);
+    c.paths.extend(paths);
+    if class == Class::Unknown {
+        c.unknown_reason = Some(format!("unknown SFTP request: {text}"));
+    }
+    let c = Arc::new(c);
+    let d = session.decide(&c);
+    let worth_recording = class != Class::Read || matches!(req, sftp::Request::Open { .. });
+    if worth_recording || d.effect != Effect::Allow {
+        let _ = session
+            .record_commands(&[Command {
+                protocol: "ssh".into(),
+                path: "sftp".into(),
+                text: text.clone(),
+                classification: Some(c.clone()),
+                decision: Some(d.clone()),
+                review: None,
+            }])
+            .await;
+    }
+    if d.effect == Effect::Allow {
+        return SftpStep::Forward(Some(req));
+    }
+    let how = if d.effect == Effect::Review {
+        "needs a review, which file transfers cannot wait for"
+    } else {
+        "is blocked"
+    };
+    SftpStep::Refuse(sftp::status_packet(
+        req.id().unwrap_or(0),
+        sftp::FX_PERMISSION_DENIED,
+        &format!("sluice: {text} {how}: {}", d.explain()),
+    ))
+}
+
+/// A local port forwarding that policy allowed: bytes both ways, counted.
+pub(crate) async fn tunnel(
+    shared: Arc<Shared>,
+    ch: Channel<Msg>,
+    tch: Channel<russh::client::Msg>,
+) {
+    let (mut client_read, client_write) = ch.split();
+    let (mut target_read, target_write) = tch.split();
+    let up_shared = shared.clone();
+    let up = tokio::spawn(async move {
+        while let Some(msg) = client_read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    up_shared
+                        .bytes_in
+                        .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    if target_write.data_bytes(data).await.is_err() {
+                        break;
+                    }
+                }
+                ChannelMsg::Eof => {
+                    let _ = target_write.eof().await;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        let _ = target_write.close().await;
+    });
+    while let Some(msg) = target_read.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                shared
+                    .bytes_out
+                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if client_write.data_bytes(data).await.is_err() {
+                    break;
+                }
+            }
+            ChannelMsg::Eof => {
+                let _ = client_write.eof().await;
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let _ = client_write.close().await;
+    up.abort();
+}

@@ -1,0 +1,618 @@
+use std::sync::Arc;
+
+use super::*;
+use sluice_core::Class::{Admin as A, Destructive as D, Read as R, Unknown as U, Write as W};
+
+fn class(line: &str) -> Class {
+    classify(line, &Programs::builtin()).class()
+}
+
+fn check(cases: &[(&str, Class)]) {
+    let mut failures = Vec::new();
+    for (line, want) in cases {
+        let c = classify(line, &Programs::builtin());
+        if c.class() != *want {
+            failures.push(format!(
+                "{line:?}: got {} ({:?}), want {want}",
+                c.class(),
+                c.unknown_reason
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn reads() {
+    check(&[
+        ("ls -la /tmp", R),
+        ("cat /etc/hosts | grep localhost | wc -l", R),
+        ("head -n 5 /var/log/syslog; tail -f x.log", R),
+        ("df -h && du -sh /var", R),
+        ("ps aux | sort -k3 | head", R),
+        (
+            "uptime; free -m; whoami; id; hostname; uname -a; date +%s",
+            R,
+        ),
+        (
+            "echo hello; printf '%s\\n' x; true; false; test -f x; [ -d y ]",
+            R,
+        ),
+        (
+            "stat x; file y; which ls; pwd; uniq a; cut -d: -f1 /etc/passwd",
+            R,
+        ),
+        ("diff a b; md5sum x; sha256sum y; env; printenv HOME", R),
+        ("find /var/log -name '*.gz' -mtime +3", R),
+        ("journalctl -u nginx --since today", R),
+        (
+            "systemctl status nginx; systemctl is-active x; systemctl list-units",
+            R,
+        ),
+        ("service nginx status", R),
+        (
+            "docker ps -a; docker logs web; docker inspect web; docker images",
+            R,
+        ),
+        (
+            "kubectl get pods -n prod; kubectl -n kube-system describe pod x",
+            R,
+        ),
+        (
+            "kubectl logs deploy/web --tail 10; kubectl config view; kubectl auth can-i get pods",
+            R,
+        ),
+        (
+            "git status; git log --oneline -5; git diff HEAD~1; git branch -a; git fetch",
+            R,
+        ),
+        ("sed -n '1,10p' file; sed 's/a/b/g' file", R),
+        ("awk '{print $1}' /etc/passwd", R),
+        ("dd if=/dev/sda bs=512 count=1 | xxd", U),
+        ("dd if=/dev/sda bs=512 count=1 | od -c", R),
+        ("iptables -L -n; ufw status; nft list ruleset", R),
+        ("crontab -l; apt list --installed; dpkg -l", R),
+        ("curl -s https://example.com/health", R),
+        ("tar -tzf backup.tgz; tar tvf x.tar", R),
+        ("redis-cli GET key; redis-cli -h db INFO", R),
+        ("top -b -n 1", R),
+        ("ls \"$HOME\" ~/x", R),
+        ("cd /srv && ls", R),
+        ("X=1; echo $X", R),
+        ("export FOO=$BAR; declare -r Y=1", R),
+        ("time ls", R),
+        ("! grep -q x file", R),
+        ("if [ -f x ]; then cat x; else echo none; fi", R),
+        ("for f in a b c; do echo $f; done", R),
+        ("while read l; do echo \"$l\"; done < input.txt", R),
+        ("case $x in a) echo a;; *) ls;; esac", R),
+        ("[[ -f /etc/os-release ]] && cat /etc/os-release", R),
+        ("echo $((1 + 2))", R),
+        ("", R),
+        ("# only a comment", R),
+    ]);
+}
+
+#[test]
+fn writes() {
+    check(&[
+        ("touch x; mkdir -p a/b; cp a b; mv b c; ln -s a b", W),
+        ("chmod 644 file", W),
+        ("rm file.txt", W),
+        ("rmdir emptydir", W),
+        ("echo hi > /tmp/out", W),
+        ("echo hi >> /tmp/out", W),
+        ("echo hi >| /tmp/out", W),
+        ("ls &> /tmp/all", W),
+        ("echo x | tee /tmp/a /tmp/b", W),
+        ("sed -i 's/a/b/' config.ini", W),
+        ("git commit -m msg; git pull; git push origin main", W),
+        (
+            "kubectl apply -f deploy.yaml; kubectl scale deploy web --replicas=3",
+            W,
+        ),
+        ("kubectl rollout restart deploy/web", W),
+        ("curl -o out.html https://example.com", W),
+        ("curl -X POST -d '{}' https://api/x", W),
+        ("wget https://example.com/file", W),
+        ("tar czf backup.tgz /etc", W),
+        ("tar -xzf backup.tgz -C /tmp", W),
+        ("redis-cli SET k v", W),
+        ("dd if=/dev/zero of=/tmp/file bs=1M count=1", W),
+        ("awk '{print > \"out.txt\"}' in.txt", W),
+        ("sort -o sorted.txt input.txt", W),
+    ]);
+}
+
+#[test]
+fn destructive() {
+    check(&[
+        ("rm -rf /var/tmp/x", D),
+        ("rm -f x", D),
+        ("rm --recursive x", D),
+        ("rm --rec x", D),
+        ("rm /", D),
+        ("rm \"-rf\" x", D),
+        ("rm -\\rf x", D),
+        ("rm $'-\\x72f' x", D),
+        ("rm -- -rf", W),
+        ("find /tmp -name '*.tmp' -delete", D),
+        ("find . -type f -exec rm -f {} \\;", D),
+        ("find . -execdir rm -rf {} +", D),
+        ("shred -u secret; wipefs -a /dev/sdb", D),
+        ("mkfs.ext4 /dev/sdb1", D),
+        ("truncate -s 0 /var/log/syslog", D),
+        ("shutdown -h now", D),
+        ("reboot", D),
+        ("dd if=/dev/zero of=/dev/sda", D),
+        ("echo x > /dev/sda", D),
+        ("cat img > /dev/nvme0n1", D),
+        ("git push --force origin main", D),
+        ("git push -f", D),
+        ("git reset --hard HEAD~3", D),
+        ("git clean -fdx", D),
+        ("kubectl delete pod x", D),
+        ("kubectl drain node1", D),
+        ("docker rm -f web; docker rmi img", D),
+        ("docker system prune -af", D),
+        ("docker volume rm data", D),
+        ("redis-cli FLUSHALL", D),
+        ("xargs rm < list.txt", D),
+        ("ls | xargs rm", D),
+        ("rm \"$FILE\"", D),
+        ("chmod -R 777 /", D),
+    ]);
+}
+
+#[test]
+fn admin() {
+    check(&[
+        ("systemctl restart nginx", A),
+        ("systemctl daemon-reload", A),
+        ("service nginx restart", A),
+        ("journalctl --vacuum-size=100M", A),
+        ("journalctl --rotate", A),
+        ("docker run -it ubuntu", A),
+        ("kubectl exec -it pod -- sh", A),
+        ("kubectl port-forward svc/x 8080:80", A),
+        ("kubectl cordon node1", A),
+        ("kill -9 1234; pkill nginx; killall x", A),
+        ("useradd bob; passwd bob", A),
+        ("iptables -A INPUT -j DROP", A),
+        ("ufw allow 22", A),
+        ("mount /dev/sdb1 /mnt", A),
+        ("umount /mnt", A),
+        ("crontab -r", A),
+        ("apt-get install -y nginx", A),
+        ("apt install curl", A),
+        ("dpkg -i pkg.deb", A),
+        ("yum install x; dnf remove y; apk add z", A),
+        ("pip install requests", A),
+        ("npm install -g typescript", A),
+        ("gem install rails", A),
+        ("rpm -i x.rpm", A),
+        ("redis-cli CONFIG SET x y", A),
+        ("redis-cli SHUTDOWN", A),
+        ("chown -R www-data /srv/www", A),
+        ("chmod u+s /usr/bin/x", A),
+        ("chmod 4755 /usr/bin/x", A),
+        ("sudo systemctl restart nginx", A),
+        ("sudo rm -rf /var/cache/x", A),
+        ("su -c 'touch /root/x'", A),
+        ("hostname newname", A),
+        ("sysctl -w net.ipv4.ip_forward=1", A),
+        ("ip link set eth0 down", A),
+        ("git config core.pager less", A),
+        ("init 3", A),
+    ]);
+}
+
+#[test]
+fn sudo_read_stays_read_and_keeps_inner_effects() {
+    let c = classify("sudo cat /var/log/auth.log", &Programs::builtin());
+    assert_eq!(c.class(), R);
+    assert!(c.programs.contains("sudo") && c.programs.contains("cat"));
+    let c = classify("sudo -u postgres rm -rf /tmp/x", &Programs::builtin());
+    assert!(c.effects.contains(&D) && c.effects.contains(&A));
+    assert_eq!(class("sudo -l"), R);
+    assert_eq!(class("sudo -i"), U);
+    assert_eq!(class("sudo -s 'rm -rf /tmp/x'"), A);
+    assert_eq!(class("sudo -e /etc/hosts"), A);
+    assert_eq!(class("doas ls"), R);
+}
+
+#[test]
+fn wrappers_recurse() {
+    check(&[
+        ("sh -c 'rm -rf /tmp/x'", D),
+        ("bash -c \"ls; cat x\"", R),
+        ("bash -lc 'git reset --hard'", D),
+        ("zsh -c 'ls'", R),
+        ("env FOO=1 BAR=2 rm -rf x", D),
+        ("env", R),
+        ("env -i ls", R),
+        ("nohup rm -rf /tmp/x &", D),
+        ("timeout 10 ls", R),
+        ("timeout -s KILL 10s rm -rf x", D),
+        ("nice -n 10 rm -rf x", D),
+        ("nice -5 ls", R),
+        ("ionice -c3 rm -rf x", D),
+        ("time rm -rf x", D),
+        ("/usr/bin/time -v ls", R),
+        ("xargs -0 -n1 ls", R),
+        ("xargs -I{} mv {} /tmp", W),
+        ("xargs -n1 mytool", U),
+        ("exec ls", R),
+        ("exec > /tmp/log", W),
+        ("command ls", R),
+        ("command -v rm", R),
+        ("builtin echo x", R),
+        ("watch -n 5 'df -h'", R),
+        ("watch rm -rf x", D),
+        ("watch -x ls -l", R),
+        ("su - postgres -c 'psql -l'", R),
+        ("su root", U),
+        ("stdbuf -oL tail -f x", R),
+        ("setsid ls", R),
+        ("busybox rm -rf x", D),
+        ("sudo -u app env X=1 timeout 5 nice nohup ls", R),
+        ("sh -c 'sh -c \"rm -rf x\"'", D),
+        ("bash <<'EOF'\nrm -rf /tmp/x\nEOF", D),
+        ("bash <<< 'ls -l'", R),
+        ("sh", U),
+        ("echo 'rm -rf /' | sh", U),
+        ("bash deploy.sh", U),
+        ("ssh other-host ls", U),
+        ("trap 'rm -rf /tmp/x' EXIT; ls", D),
+        ("PAGER=cat git log", R),
+        ("GIT_PAGER='rm -rf x' git log", D),
+    ]);
+}
+
+#[test]
+fn substitutions() {
+    check(&[
+        ("echo $(rm -rf /tmp/x)", D),
+        ("echo \"$(rm -rf /tmp/x)\"", D),
+        ("echo \"a `rm -rf /tmp/x` b\"", D),
+        ("echo `echo \\`rm -rf x\\``", D),
+        ("X=$(rm -rf /) ls", D),
+        ("X=$(rm -rf /)", D),
+        ("export X=\"$(reboot)\"", D),
+        ("ls $(echo /tmp)", R),
+        ("diff <(ls a) <(ls b)", R),
+        ("tee >(rm -rf x) < /dev/null", D),
+        ("cat <(reboot)", D),
+        ("echo ${X:-$(reboot)}", D),
+        ("echo ${X/a/$(reboot)}", D),
+        ("echo ${arr[$(reboot)]}", D),
+        ("echo $(( $(reboot) + 1 ))", D),
+        ("[[ $(reboot) == x ]]", D),
+        ("case $(reboot) in x) ;; esac", D),
+        ("for i in $(reboot); do :; done", D),
+        ("cat <<EOF\n$(reboot)\nEOF", D),
+        ("cat <<'EOF'\n$(reboot)\nEOF", R),
+        ("echo '$(reboot)'", R),
+        ("echo \\$(reboot)", U),
+    ]);
+}
+
+#[test]
+fn fail_closed() {
+    let cases: &[(&str, &str)] = &[
+        ("eval 'rm -rf /'", "\"eval\" runs text"),
+        ("source ./env.sh", "script file"),
+        (". ./env.sh", "script file"),
+        ("$CMD -rf /", "only known when the command runs"),
+        ("$(echo rm) -rf /", "only known when the command runs"),
+        ("${X} a", "only known when the command runs"),
+        ("/tmp/evil/ls", "outside the system directories"),
+        ("./ls", "outside the system directories"),
+        ("r* -rf /", "glob pattern"),
+        ("{rm,-rf,/}", "only known when the command runs"),
+        ("python -c 'import os'", "runs code"),
+        ("python3 script.py", "script.py"),
+        ("perl -e 'unlink'", "runs code"),
+        ("node -e 'x'", "runs code"),
+        ("ruby -e 'x'", "runs code"),
+        ("php -r 'x'", "runs code"),
+        ("awk 'BEGIN{system(\"rm -rf /\")}'", "runs commands"),
+        ("awk '{print | \"sh\"}'", "pipes to a command"),
+        ("awk '{\"date\" | getline d}'", "getline"),
+        ("sed 's/x/rm -rf \\//e' f", "s///e"),
+        ("sed -f script.sed f", "script file"),
+        ("python <<EOF\nprint(1)\nEOF", "cannot inspect"),
+        ("f() { rm -rf /; }; f", "shell function"),
+        ("alias ls='rm -rf'", "alias"),
+        ("mytool --purge", "not in the program table"),
+        ("echo 'unterminated", "cannot parse"),
+        ("ls )", "cannot parse"),
+        ("ls\u{7}", "control"),
+        ("ls\r", "control"),
+        ("ls \u{202E}x", "invisible"),
+        ("LD_PRELOAD=/tmp/x.so ls", "LD_PRELOAD"),
+        ("PATH=/tmp ls", "PATH"),
+        ("export PATH=/tmp:$PATH; ls", "PATH"),
+        ("env LD_PRELOAD=x ls", "LD_PRELOAD"),
+        ("psql -c 'select 1'", "no SQL classifier"),
+        ("psql -d app", "reads SQL from its input"),
+        ("psql -f x.sql", "SQL file"),
+        ("mysql -e 'select 1'", "no SQL classifier"),
+        ("mysql app", "reads SQL"),
+        ("git -c core.pager='rm -rf /' log", "git -c"),
+        ("git foo", "not a known git command"),
+        ("kubectl foo", "not a known kubectl command"),
+        ("xargs sh -c", "only known when the command runs"),
+        ("export $X", "variable named only when"),
+        ("bash -c \"$X\"", "only known when the command runs"),
+        ("find $DIR -name x", "could make it run other commands"),
+        ("git $SUB", "could make it run other commands"),
+        ("echo ${!ref}", "indirect expansion"),
+        ("echo ${x@P}", "prompt"),
+        ("x='a[$(reboot)]'; echo $((x))", "arithmetic"),
+        ("echo 99999999999>x", "file descriptor"),
+        ("ls ~99999999999999999999999", "directory-stack"),
+        ("curl -K cfg", "curl -K"),
+        ("tar -I 'sh -c x' -cf a.tar b", "run another program"),
+        ("redis-cli EVAL 'x' 0", "script"),
+        ("vim /etc/hosts", "cannot inspect"),
+        ("echo hi > /dev/tcp/10.0.0.1/80", "network connection"),
+        ("top", "interactive"),
+        ("npm run build", "package scripts"),
+    ];
+    let mut failures = Vec::new();
+    for (line, want) in cases {
+        let c = classify(line, &Programs::builtin());
+        let reason = c.unknown_reason.clone().unwrap_or_default();
+        if c.class() != U || !reason.contains(want) {
+            failures.push(format!(
+                "{line:?}: got {} {reason:?}, want reason with {want:?}",
+                c.class()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn limits() {
+    let long = format!("echo {}", "a".repeat(64 * 1024));
+    let c = classify(&long, &Programs::builtin());
+    assert_eq!(c.class(), U);
+    assert!(c.unknown_reason.unwrap().contains("64 KiB"));
+    let mut nested = String::from("ls");
+    for _ in 0..10 {
+        nested = format!("sh -c {}", shell_quote(&nested));
+    }
+    assert_eq!(class(&nested), U);
+    let subst = format!("{}ls{}", "echo $(".repeat(10), ")".repeat(10));
+    let c = classify(&subst, &Programs::builtin());
+    assert_eq!(c.class(), U);
+    assert!(c.unknown_reason.unwrap().contains("deeper than 8"));
+    let mut ok = String::from("ls");
+    for _ in 0..5 {
+        ok = format!("sh -c {}", shell_quote(&ok));
+    }
+    assert_eq!(class(&ok), R);
+    let deep = format!("{}true{}", "(".repeat(2000), ")".repeat(2000));
+    assert_eq!(class(&deep), U);
+    let medium = format!("{}true{}", "( ".repeat(200), " )".repeat(200));
+    assert_eq!(class(&medium), R);
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn redirections() {
+    let c = classify("ls > /tmp/out 2>&1 < /etc/input", &Programs::builtin());
+    assert_eq!(c.class(), W);
+    assert!(c.paths.contains("/tmp/out") && c.paths.contains("/etc/input"));
+    check(&[
+        ("ls > /dev/null 2>&1", R),
+        ("ls 2>/dev/null", R),
+        ("ls >/dev/stderr", R),
+        ("ls 2>&1 | cat", R),
+        ("ls >&2", R),
+        ("ls >& /tmp/both", W),
+        ("> /tmp/truncated", W),
+        ("cat < /etc/passwd", R),
+        ("echo x > /dev/mapper/vg-root", D),
+        ("echo x > /dev/xvda", D),
+        ("echo x > /dev/vdb", D),
+        ("{ ls; } > /tmp/x", W),
+        ("(ls) 2> /tmp/err", W),
+        ("echo x > \"$LOG\"", W),
+    ]);
+}
+
+#[test]
+fn programs_and_paths_and_flags() {
+    let c = classify(
+        "/usr/bin/rm -f /tmp/a '/tmp/b c' && ls /srv",
+        &Programs::builtin(),
+    );
+    assert!(c.programs.contains("rm") && c.programs.contains("ls"));
+    assert!(c.paths.contains("/tmp/a") && c.paths.contains("/tmp/b c") && c.paths.contains("/srv"));
+    assert_eq!(c.flags.statements, 2);
+    assert!(c.flags.multi_statement);
+    let c = classify("ls", &Programs::builtin());
+    assert_eq!(c.flags.statements, 1);
+    assert!(!c.flags.multi_statement);
+    let c = classify("\"r\"\"m\" x", &Programs::builtin());
+    assert!(c.programs.contains("rm"));
+    assert_eq!(c.class(), W);
+    let c = classify("grep -r pattern /etc", &Programs::builtin());
+    assert!(c.paths.contains("/etc") && !c.paths.contains("pattern"));
+    let c = classify("sed -i 's/a/b/' /etc/app.conf", &Programs::builtin());
+    assert!(c.paths.contains("/etc/app.conf"));
+}
+
+#[test]
+fn user_rules_override_builtins() {
+    let rules: Vec<ProgramRule> = toml_like(&[
+        ("mytool", &["purge*"], D),
+        ("mytool", &["status"], R),
+        ("rm", &["/tmp/scratch/*"], W),
+        ("git", &[], R),
+        ("/opt/app/bin/ctl", &[], W),
+    ]);
+    let p = Programs::with_rules(rules).unwrap();
+    assert_eq!(classify("mytool purge-all", &p).class(), D);
+    assert_eq!(classify("mytool status", &p).class(), R);
+    assert_eq!(classify("mytool other", &p).class(), U);
+    assert_eq!(classify("rm -rf /tmp/scratch/x", &p).class(), W);
+    assert_eq!(classify("rm -rf /tmp/other", &p).class(), D);
+    assert_eq!(classify("git push --force", &p).class(), R);
+    assert_eq!(classify("/opt/app/bin/ctl restart", &p).class(), W);
+    assert_eq!(classify("mytool $X", &p).class(), U);
+    // A rule cannot hide what a wrapper runs.
+    for bad in ["sudo", "sh", "xargs", "eval", ""] {
+        let r = Programs::with_rules(toml_like(&[(bad, &[], R)]));
+        assert!(r.is_err(), "{bad}");
+    }
+    assert!(Programs::with_rules(toml_like(&[("x", &[""], R)])).is_err());
+    assert!(Programs::with_rules(toml_like(&[("bin/x", &[], R)])).is_err());
+}
+
+fn toml_like(rules: &[(&str, &[&str], Class)]) -> Vec<ProgramRule> {
+    rules
+        .iter()
+        .map(|(p, a, c)| ProgramRule {
+            program: p.to_string(),
+            args: a.iter().map(|s| s.to_string()).collect(),
+            class: *c,
+        })
+        .collect()
+}
+
+#[test]
+fn rules_deserialize() {
+    let rule: ProgramRule = serde_json::from_str(
+        r#"{"program": "mytool", "args": ["purge*"], "class": "destructive"}"#,
+    )
+    .unwrap();
+    assert_eq!(rule.class, D);
+    let rule: ProgramRule = serde_json::from_str(r#"{"program": "x", "class": "read"}"#).unwrap();
+    assert!(rule.args.is_empty());
+    assert!(
+        serde_json::from_str::<ProgramRule>(r#"{"program": "x", "class": "read", "y": 1}"#)
+            .is_err()
+    );
+}
+
+#[test]
+fn sql_hook() {
+    let hook: Arc<dyn Fn(&str) -> Classification + Send + Sync> = Arc::new(|sql: &str| {
+        let mut c = if sql.trim_start().to_ascii_lowercase().starts_with("select") {
+            Classification::of(R)
+        } else {
+            Classification::of(Class::Ddl)
+        };
+        c.tables.insert("t".to_string());
+        c
+    });
+    let p = Programs::builtin().with_sql(hook);
+    let c = classify("psql -h db -U app -c 'select * from t'", &p);
+    assert_eq!(c.class(), R);
+    assert!(c.tables.contains("t") && c.programs.contains("psql"));
+    assert_eq!(
+        classify("psql --command='drop table t'", &p).class(),
+        Class::Ddl
+    );
+    assert_eq!(
+        classify("mysql -u root -e 'drop table t' app", &p).class(),
+        Class::Ddl
+    );
+    assert_eq!(classify("mysql --execute='select 1'", &p).class(), R);
+    assert_eq!(classify("psql <<'EOF'\nselect 1;\nEOF", &p).class(), R);
+    assert_eq!(classify("psql -c '\\! rm -rf /'", &p).class(), U);
+    assert_eq!(classify("mysql -e 'system rm -rf /'", &p).class(), U);
+    assert_eq!(classify("psql -c \"select $X\"", &p).class(), U);
+    assert_eq!(classify("psql -d app", &p).class(), U);
+    assert_eq!(classify("psql -l", &p).class(), R);
+}
+
+#[test]
+fn random_input_never_panics() {
+    let p = Programs::builtin();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    const ALPHABET: &[u8] = b"ab rm-f/$(){}[]'\"`\\;|&<>*?~!#=:,.0123456789\n\t${}%@^+";
+    for _ in 0..3000 {
+        let len = (next() % 60) as usize;
+        let s: String = (0..len)
+            .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+            .collect();
+        let c = classify(&s, &p);
+        assert!(!c.effects.is_empty());
+        if c.class() == U {
+            assert!(c.unknown_reason.is_some(), "{s:?}");
+        }
+    }
+    for _ in 0..500 {
+        let len = (next() % 80) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let s = String::from_utf8_lossy(&bytes);
+        let _ = classify(&s, &p);
+    }
+    for s in [
+        "$'",
+        "$'\\x",
+        "$'\\u{'",
+        "${",
+        "${#",
+        "${!",
+        "$((",
+        "`",
+        "\\",
+        "<<",
+        "<<EOF",
+        "cat <<",
+        "${a:-",
+        "$'\\c'",
+        "a=(",
+        "a[",
+        "((",
+        "[[",
+        "[[ -f",
+        "case",
+        "for",
+        "if",
+        "function",
+        "coproc",
+        "select x in",
+        "echo $'\\777\\xff\\U0010FFFF\\UFFFFFFFF'",
+        "~+",
+        "~-1",
+        "ls 2147483647>x",
+        "${x:0:$(reboot)}",
+        "{a..z}",
+        "{1..99999999999999999999}",
+    ] {
+        let _ = classify(s, &p);
+    }
+}
+
+#[test]
+fn typical_line_is_fast() {
+    let p = Programs::builtin();
+    let line =
+        "cd /srv/app && git status --short | head -n 20; ls -la /var/log/app > /dev/null 2>&1";
+    let _ = classify(line, &p);
+    let n = 200;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let c = classify(line, &p);
+        assert_eq!(c.class(), R);
+    }
+    let per = start.elapsed() / n;
+    // Generous for debug builds on a shared machine; release is far faster.
+    assert!(per < std::time::Duration::from_millis(5), "{per:?}");
+}

@@ -1,0 +1,156 @@
+//! sluice SSH adapter: an SSH server for clients (`ssh`, `scp`, `sftp`),
+//! an SSH client toward targets, and between them inspection of every
+//! exec command line, SFTP file operation and terminal session.
+
+pub mod channel;
+pub mod classify;
+pub mod keys;
+pub mod server;
+pub mod sftp;
+pub mod target;
+mod typed;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::PrivateKey;
+use russh::{cipher, server as ssh_server, MethodKind, MethodSet, Preferred};
+use sluice_core::Core;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::classify::Programs;
+use crate::keys::Authority;
+use crate::target::SshTarget;
+
+/// Listener settings.
+pub struct SshOptions {
+    /// The gateway's host key, which clients pin.
+    pub host_key: PrivateKey,
+    /// The authority for client and target certificates.
+    pub ca: Arc<Authority>,
+    /// Target settings per SSH connection name.
+    pub targets: HashMap<String, SshTarget>,
+    /// The program table exec command lines are classified with.
+    pub programs: Arc<Programs>,
+    /// Where terminal and exec recordings are written.
+    pub recordings: PathBuf,
+    /// Largest recording per channel, in bytes.
+    pub max_recording: u64,
+}
+
+/// The SSH gateway: one per listener.
+pub struct SshGateway {
+    pub(crate) core: Arc<Core>,
+    pub(crate) ca: Arc<Authority>,
+    pub(crate) targets: HashMap<String, SshTarget>,
+    pub(crate) programs: Arc<Programs>,
+    pub(crate) recordings: PathBuf,
+    pub(crate) max_recording: u64,
+    config: Arc<ssh_server::Config>,
+    pub(crate) client_config: Arc<russh::client::Config>,
+    pre_auth: Arc<Semaphore>,
+}
+
+/// How many connections may be unauthenticated at once.
+const MAX_PRE_AUTH: usize = 256;
+
+/// Ciphers offered to clients. The AES-GCM ones come first in OpenSSH's
+/// own order after ChaCha20 and the CTR modes, which are left out: with
+/// AES instructions AES-GCM is the fastest, and the gateway decrypts and
+/// encrypts every byte twice.
+const CIPHERS: &[cipher::Name] = &[
+    cipher::AES_128_GCM,
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+];
+
+impl SshGateway {
+    /// Prepares the listener.
+    pub fn new(core: Arc<Core>, opts: SshOptions) -> Arc<SshGateway> {
+        let mut methods = MethodSet::empty();
+        methods.push(MethodKind::PublicKey);
+        methods.push(MethodKind::KeyboardInteractive);
+        methods.push(MethodKind::Password);
+        let preferred = Preferred {
+            cipher: std::borrow::Cow::Borrowed(CIPHERS),
+            ..Preferred::default()
+        };
+        let config = ssh_server::Config {
+            server_id: russh::SshId::Standard("SSH-2.0-sluice".into()),
+            methods,
+            auth_rejection_time: Duration::from_millis(500),
+            auth_rejection_time_initial: Some(Duration::from_millis(0)),
+            keys: vec![opts.host_key],
+            max_auth_attempts: 6,
+            inactivity_timeout: Some(Duration::from_secs(3600)),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            window_size: 8 * 1024 * 1024,
+            maximum_packet_size: 65535,
+            nodelay: true,
+            preferred,
+            ..Default::default()
+        };
+        Arc::new(SshGateway {
+            core,
+            ca: opts.ca,
+            targets: opts.targets,
+            programs: opts.programs,
+            recordings: opts.recordings,
+            max_recording: opts.max_recording,
+            config: Arc::new(config),
+            client_config: target::client_config(),
+            pre_auth: Arc::new(Semaphore::new(MAX_PRE_AUTH)),
+        })
+    }
+
+    /// Accepts clients until the listener fails; each runs in its own task.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    let Ok(permit) = self.pre_auth.clone().try_acquire_owned() else {
+                        // Dropped unanswered: under a flood, a refusal costs
+                        // as much as the flood.
+                        tracing::warn!(%peer, "too many unauthenticated SSH connections; dropping one");
+                        continue;
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let gw = self.clone();
+                    tokio::spawn(async move { gw.run(tcp, peer, permit).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let handler = server::ClientConn::new(self.clone(), peer, permit);
+        let shared = handler.shared();
+        let outcome = match ssh_server::run_stream(self.config.clone(), tcp, handler).await {
+            Ok(running) => match running.await {
+                Ok(()) => "closed".to_string(),
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "ssh session ended with an error");
+                    format!("error: {e}")
+                }
+            },
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "ssh handshake failed");
+                format!("error: {e}")
+            }
+        };
+        shared.end(&outcome).await;
+    }
+}
