@@ -110,18 +110,18 @@ python3 -c "print(f'  ratio    {$D_US / $G_US:.2f} of direct')"
 # Exec round trips over one open connection each.
 ssh "${DIRECT[@]}" -p "$SSHD_PORT" -o ControlMaster=yes -o ControlPath="$W/ctl-direct" -fN "$USER_NAME@127.0.0.1"
 ssh "${GATEWAY[@]}" -p "$GW_PORT" -o ControlMaster=yes -o ControlPath="$W/ctl-gw" -fN "bench@127.0.0.1"
-rtt() { # control path
+rtt() { # control path, port, destination
     local out=()
     for _ in $(seq "$RUNS"); do
         local t0 t1
-        t0=$(now); ssh -o ControlPath="$1" -p 0 x true; t1=$(now)
+        t0=$(now); ssh -F /dev/null -o ControlPath="$1" -p "$2" "$3" true; t1=$(now)
         out+=($(( (t1 - t0) / 1000 )))
     done
     printf '%s\n' "${out[@]}" | sort -n | python3 -c "
 import sys; v=[int(x) for x in sys.stdin]; print(f'{v[len(v)//2]/1000:.2f} {v[int(len(v)*0.9)]/1000:.2f}')"
 }
-read -r DM DP < <(rtt "$W/ctl-direct")
-read -r GM GP < <(rtt "$W/ctl-gw")
+read -r DM DP < <(rtt "$W/ctl-direct" "$SSHD_PORT" "$USER_NAME@127.0.0.1")
+read -r GM GP < <(rtt "$W/ctl-gw" "$GW_PORT" "bench@127.0.0.1")
 echo "exec round trip over an open connection ($RUNS runs, median / p90 ms):"
 echo "  direct   $DM / $DP"
 echo "  gateway  $GM / $GP"

@@ -58,11 +58,12 @@ pub struct SshGateway {
 /// How many connections may be unauthenticated at once.
 const MAX_PRE_AUTH: usize = 256;
 
-/// Ciphers offered to clients. The AES-GCM ones come first in OpenSSH's
-/// own order after ChaCha20 and the CTR modes, which are left out: with
-/// AES instructions AES-GCM is the fastest, and the gateway decrypts and
-/// encrypts every byte twice.
-const CIPHERS: &[cipher::Name] = &[
+/// Ciphers offered to clients and asked of targets. OpenSSH clients pick
+/// the first of their own list that the server offers; theirs starts with
+/// ChaCha20 and the CTR modes, so these are left out of what clients are
+/// offered: with AES instructions AES-GCM is the fastest, and the gateway
+/// decrypts and encrypts every byte twice.
+pub(crate) const CIPHERS: &[cipher::Name] = &[
     cipher::AES_128_GCM,
     cipher::AES_256_GCM,
     cipher::CHACHA20_POLY1305,

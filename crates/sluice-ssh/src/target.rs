@@ -87,6 +87,10 @@ pub fn client_config() -> Arc<client::Config> {
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 65535,
         nodelay: true,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(crate::CIPHERS),
+            ..Default::default()
+        },
         ..Default::default()
     })
 }
