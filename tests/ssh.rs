@@ -18,6 +18,16 @@ fn out(o: &std::process::Output) -> String {
 /// with a key the gateway holds) and `web-moved` (whose pinned host key is
 /// not the server's).
 fn setup(ssh_extra: &str, gateway_extra: &str) -> (Gateway, Sshd) {
+    setup_with(ssh_extra, gateway_extra, |_| String::new())
+}
+
+/// As [`setup`], with more config after the connections (made from the
+/// target server, e.g. a policy naming its port).
+fn setup_with(
+    ssh_extra: &str,
+    gateway_extra: &str,
+    after: impl FnOnce(&Sshd) -> String,
+) -> (Gateway, Sshd) {
     let mut sshd = Sshd::prepare();
     let key = sshd.gateway_key();
     let other = Sshd::prepare();
@@ -34,6 +44,7 @@ fn setup(ssh_extra: &str, gateway_extra: &str) -> (Gateway, Sshd) {
         sshd.connection("web-moved", "")
             .replace(&sshd.host_pub, &other.host_pub),
     );
+    let conns = format!("{conns}\n{}", after(&sshd));
     let gw = Gateway::start_with_ssh(gateway_extra, "", ssh_extra, &conns);
     sshd.run(&gateway_ca(&gw));
     (gw, sshd)
@@ -618,4 +629,166 @@ fn file_transfers_are_recorded_and_policed() {
             && f["bytes"] == big.len()),
         "{files:#?}"
     );
+}
+
+#[test]
+fn held_commands_tunnels_by_policy_and_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.cedar");
+    let (gw, sshd) = setup_with("", "", |sshd| {
+        std::fs::write(
+            &policies,
+            format!(
+                "{}\n@id(\"tunnel-to-sshd\")\n@reason(\"people may forward to the target's sshd\")\n\
+                 permit (principal is Sluice::Human, action == Sluice::Action::\"tunnel\", resource)\n\
+                 when {{ context has destination && context.destination == \"127.0.0.1:{}\" }};\n",
+                include_str!("../crates/sluice-core/policies/default.cedar"),
+                sshd.port
+            ),
+        )
+        .unwrap();
+        format!(
+            "[policy]\nfiles = [{:?}]\n[policy.groups]\napprovers = [\"bob\"]\n",
+            policies.to_str().unwrap()
+        )
+    });
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().to_str().unwrap().to_string();
+    let alice = gw.token("alice", "web-1", "10m");
+    let bob = gw
+        .cli_ok(&[
+            "token",
+            "issue",
+            "--api",
+            "--principal",
+            "bob",
+            "--ttl",
+            "1h",
+        ])
+        .trim()
+        .to_string();
+    let pending_of = |cmd: &str| {
+        let mut id = String::new();
+        assert!(eventually(Duration::from_secs(10), || {
+            let list = cli_as_json(&gw, &bob, &["reviews", "list"]);
+            match list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["statement"] == cmd && r["state"] == "pending")
+            {
+                Some(r) => {
+                    id = r["id"].as_str().unwrap().to_string();
+                    true
+                }
+                None => false,
+            }
+        }));
+        id
+    };
+
+    // A person's write on production waits for a review, then runs.
+    let cmd = format!("touch {w}/approved");
+    let held = ssh_cmd(&gw, "web-1", &alice, &[&cmd])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = pending_of(&cmd);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !work.path().join("approved").exists(),
+        "ran before approval"
+    );
+    let o = cli_as(&gw, &bob, &["reviews", "approve", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = held.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&id), "{}", stderr(&o));
+    assert!(work.path().join("approved").exists());
+
+    // A denied one never runs.
+    let cmd = format!("touch {w}/denied");
+    let held = ssh_cmd(&gw, "web-1", &alice, &[&cmd])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = pending_of(&cmd);
+    let o = cli_as(
+        &gw,
+        &bob,
+        &["reviews", "deny", &id, "--reason", "not today"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = held.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not today"), "{}", stderr(&o));
+    assert!(!work.path().join("denied").exists());
+
+    // The named permit opens a local forwarding to the target's sshd: its
+    // banner comes back through the tunnel.
+    let lport = free_port();
+    let mut fwd = ssh_cmd(
+        &gw,
+        "web-1",
+        &alice,
+        &[
+            "-N",
+            "-L",
+            &format!("127.0.0.1:{lport}:127.0.0.1:{}", sshd.port),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", lport)).is_ok()
+    }));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", lport)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("SSH-2.0-OpenSSH"),
+        "{:?}",
+        &buf[..n]
+    );
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+
+    // Revoking the token closes the open session.
+    let tokens = gw.cli_json(&["token", "list"]);
+    let tok = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["principal"] == "alice")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let open_sessions = || {
+        gw.cli_json(&["sessions", "list", "--principal", "alice"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["outcome"] == "open")
+            .count()
+    };
+    let mut long = ssh_cmd(&gw, "web-1", &alice, &["sleep", "60"])
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || open_sessions() == 1));
+    gw.cli_ok(&["token", "revoke", &tok]);
+    assert!(eventually(Duration::from_secs(10), || long
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    assert!(eventually(Duration::from_secs(10), || {
+        gw.cli_json(&["sessions", "list", "--principal", "alice"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["outcome"] == "token revoked")
+    }));
 }

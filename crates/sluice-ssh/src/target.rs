@@ -149,7 +149,9 @@ pub async fn connect(
                         key_id: label,
                         principals: &principals,
                         valid_for: Duration::from_secs(120),
-                        extensions: &["permit-pty"],
+                        // The gateway asks for a terminal or a forwarding
+                        // only when policy allowed it.
+                        extensions: &["permit-port-forwarding", "permit-pty"],
                     },
                 )
                 .map_err(|e| TargetError::Other(e.to_string()))?;
