@@ -50,6 +50,30 @@ fn setup_with(
     (gw, sshd)
 }
 
+/// Opens `ssh -L` through the gateway to the target's port and returns
+/// the first bytes that come back through the tunnel (empty if none).
+fn through_local_forward(gw: &Gateway, connection: &str, token: &str, port: u16) -> String {
+    let lport = free_port();
+    let mut fwd = ssh_cmd(
+        gw,
+        connection,
+        token,
+        &["-N", "-L", &format!("127.0.0.1:{lport}:127.0.0.1:{port}")],
+    )
+    .spawn()
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", lport)).is_ok()
+    }));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", lport)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 #[test]
 fn exec_commands_are_inspected_blocked_masked_and_recorded() {
     let (gw, sshd) = setup("", "");
@@ -206,32 +230,8 @@ fn agents_get_commands_not_shells_or_tunnels() {
 
     // Local forwarding: the tunnel opens locally, but nothing reaches the
     // target's side through it.
-    let lport = free_port();
-    let mut fwd = ssh_cmd(
-        &gw,
-        "web-dev",
-        &agent,
-        &[
-            "-N",
-            "-L",
-            &format!("127.0.0.1:{lport}:127.0.0.1:{}", sshd.port),
-        ],
-    )
-    .spawn()
-    .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", lport)).is_ok()
-    }));
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", lport)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 64];
-    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
-    assert!(
-        !String::from_utf8_lossy(&buf[..n]).contains("OpenSSH"),
-        "the tunnel reached sshd"
-    );
-    let _ = fwd.kill();
-    let _ = fwd.wait();
+    let got = through_local_forward(&gw, "web-dev", &agent, sshd.port);
+    assert!(!got.contains("OpenSSH"), "the tunnel reached sshd: {got}");
 
     // Agent forwarding is refused too (the client needs an agent to offer
     // one); every refusal is recorded.
@@ -728,33 +728,8 @@ fn held_commands_tunnels_by_policy_and_revocation() {
 
     // The named permit opens a local forwarding to the target's sshd: its
     // banner comes back through the tunnel.
-    let lport = free_port();
-    let mut fwd = ssh_cmd(
-        &gw,
-        "web-1",
-        &alice,
-        &[
-            "-N",
-            "-L",
-            &format!("127.0.0.1:{lport}:127.0.0.1:{}", sshd.port),
-        ],
-    )
-    .spawn()
-    .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", lport)).is_ok()
-    }));
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", lport)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 64];
-    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
-    assert!(
-        String::from_utf8_lossy(&buf[..n]).starts_with("SSH-2.0-OpenSSH"),
-        "{:?}",
-        &buf[..n]
-    );
-    let _ = fwd.kill();
-    let _ = fwd.wait();
+    let got = through_local_forward(&gw, "web-1", &alice, sshd.port);
+    assert!(got.starts_with("SSH-2.0-OpenSSH"), "{got:?}");
 
     // Revoking the token closes the open session.
     let tokens = gw.cli_json(&["token", "list"]);

@@ -142,11 +142,11 @@ impl MaskCounts {
     }
 }
 
-/// Matches `*` (any run) and `?` (one character); everything else literally.
-/// Rule patterns are three short dot-free parts, so this small matcher is
-/// all that is needed (a glob crate would bring path semantics we do not want).
-/// Whether `text` matches `pattern` (`*` any run, `?` one character).
-pub(crate) fn glob(pattern: &str, text: &str) -> bool {
+/// Whether `text` matches `pattern`: `*` any run, `?` one character,
+/// everything else literally. Rule patterns (column rules, program
+/// arguments) are short, so this small matcher is all that is needed (a
+/// glob crate would bring path semantics we do not want).
+pub fn glob(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0, 0);

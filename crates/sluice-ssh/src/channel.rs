@@ -1110,46 +1110,37 @@ pub(crate) async fn tunnel(
     ch: Channel<Msg>,
     tch: Channel<russh::client::Msg>,
 ) {
-    let (mut client_read, client_write) = ch.split();
-    let (mut target_read, target_write) = tch.split();
+    let (client_read, client_write) = ch.split();
+    let (target_read, target_write) = tch.split();
     let up_shared = shared.clone();
-    let up = tokio::spawn(async move {
-        while let Some(msg) = client_read.wait().await {
-            match msg {
-                ChannelMsg::Data { data } => {
-                    up_shared
-                        .bytes_in
-                        .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    if target_write.data_bytes(data).await.is_err() {
-                        break;
-                    }
-                }
-                ChannelMsg::Eof => {
-                    let _ = target_write.eof().await;
-                }
-                ChannelMsg::Close => break,
-                _ => {}
-            }
-        }
-        let _ = target_write.close().await;
-    });
-    while let Some(msg) = target_read.wait().await {
+    let up =
+        tokio::spawn(async move { pump(client_read, target_write, &up_shared.bytes_in).await });
+    pump(target_read, client_write, &shared.bytes_out).await;
+    up.abort();
+}
+
+/// Passes one direction of a tunnel on as it is, counting the bytes.
+async fn pump<S>(
+    mut from: ChannelReadHalf,
+    to: ChannelWriteHalf<S>,
+    counter: &std::sync::atomic::AtomicU64,
+) where
+    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    while let Some(msg) = from.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
-                shared
-                    .bytes_out
-                    .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                if client_write.data_bytes(data).await.is_err() {
+                counter.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                if to.data_bytes(data).await.is_err() {
                     break;
                 }
             }
             ChannelMsg::Eof => {
-                let _ = client_write.eof().await;
+                let _ = to.eof().await;
             }
             ChannelMsg::Close => break,
             _ => {}
         }
     }
-    let _ = client_write.close().await;
-    up.abort();
+    let _ = to.close().await;
 }

@@ -111,7 +111,7 @@ impl Programs {
             r.program == name
                 && r.args.iter().all(|pattern| {
                     args.iter()
-                        .any(|a| !a.dynamic && glob_match(pattern, &a.value))
+                        .any(|a| !a.dynamic && sluice_core::masking::glob(pattern, &a.value))
                 })
         })
     }
@@ -803,32 +803,6 @@ fn short_text<'a>(o: &Opts<'a>, c: char) -> Option<&'a str> {
         }
     }
     Some(v)
-}
-
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 fn join(args: &[Arg]) -> Option<String> {
