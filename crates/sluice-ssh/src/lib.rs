@@ -57,6 +57,8 @@ pub struct SshGateway {
 
 /// How many connections may be unauthenticated at once.
 const MAX_PRE_AUTH: usize = 256;
+/// How long a connection may take to authenticate.
+const AUTH_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Ciphers offered to clients and asked of targets. OpenSSH clients pick
 /// the first of their own list that the server offers; theirs starts with
@@ -139,14 +141,41 @@ impl SshGateway {
     ) {
         let handler = server::ClientConn::new(self.clone(), peer, permit);
         let shared = handler.shared();
-        let outcome = match ssh_server::run_stream(self.config.clone(), tcp, handler).await {
-            Ok(running) => match running.await {
-                Ok(()) => "closed".to_string(),
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "ssh session ended with an error");
-                    format!("error: {e}")
+        // The version exchange waits for the client: bounded too.
+        let started = tokio::time::timeout(
+            AUTH_DEADLINE,
+            ssh_server::run_stream(self.config.clone(), tcp, handler),
+        )
+        .await
+        .unwrap_or_else(|_| Err(russh::Error::ConnectionTimeout));
+        let outcome = match started {
+            Ok(running) => {
+                // A connection that never authenticates would hold its
+                // pre-authentication slot until the inactivity timeout.
+                let handle = running.handle();
+                let waiting = shared.clone();
+                let deadline = tokio::spawn(async move {
+                    tokio::time::sleep(AUTH_DEADLINE).await;
+                    if waiting.session().is_none() {
+                        let _ = handle
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "sluice: authentication timed out".into(),
+                                "en".into(),
+                            )
+                            .await;
+                    }
+                });
+                let ended = running.await;
+                deadline.abort();
+                match ended {
+                    Ok(()) => "closed".to_string(),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "ssh session ended with an error");
+                        format!("error: {e}")
+                    }
                 }
-            },
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "ssh handshake failed");
                 format!("error: {e}")
