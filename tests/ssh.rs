@@ -76,7 +76,11 @@ fn through_local_forward(gw: &Gateway, connection: &str, token: &str, port: u16)
 
 #[test]
 fn exec_commands_are_inspected_blocked_masked_and_recorded() {
-    let (gw, sshd) = setup("", "");
+    // The program table is extended from the config.
+    let (gw, sshd) = setup(
+        "[[ssh.programs]]\nprogram = \"hostname\"\nargs = [\"-F*\"]\nclass = \"admin\"\n",
+        "",
+    );
     let work = tempfile::tempdir().unwrap();
     let w = work.path().to_str().unwrap().to_string();
     std::fs::create_dir(work.path().join("data")).unwrap();
@@ -129,6 +133,13 @@ fn exec_commands_are_inspected_blocked_masked_and_recorded() {
         );
         assert!(work.path().join("data/keep.txt").exists(), "{cmd} ran");
     }
+
+    // A user rule: `hostname` reads, `hostname -F file` is admin here.
+    let o = ssh(&gw, "web-1", &prod, &["hostname"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ssh(&gw, "web-1", &prod, &["hostname", "-F", "/etc/hostname"]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(stderr(&o).contains("class: admin"), "{}", stderr(&o));
 
     // The exit status comes back; the key login works; writes run on dev.
     let o = ssh(&gw, "web-dev", &dev, &[&format!("echo hi > {w}/out.txt")]);
