@@ -223,6 +223,16 @@ fn agents_get_commands_not_shells_or_tunnels() {
         );
     }
 
+    // A command with a terminal can turn interactive (a pager's `!cmd`):
+    // it needs what a shell needs.
+    let o = ssh(&gw, "web-dev", &agent, &["-tt", "less", "/etc/hostname"]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("as interactive as a shell"),
+        "{}",
+        stderr(&o)
+    );
+
     // Remote forwarding is refused, and the client is told.
     let o = ssh(
         &gw,

@@ -249,10 +249,24 @@ impl Ctx {
         let started = Instant::now();
         let mut early = Vec::new();
         let classification = Arc::new(match std::str::from_utf8(&command) {
-            Ok(line) => crate::classify::classify(line, &self.shared.gw.programs),
+            Ok(line) => classify_line(&self.shared.gw.programs, line).await,
             Err(_) => Classification::unknown("the command line is not valid UTF-8"),
         });
-        let decision = self.session.decide(&classification);
+        let mut decision = self.session.decide(&classification);
+        if pty.is_some() {
+            // With a terminal, a command can be interactive (a pager's
+            // shell escape, an editor): it needs what a shell needs too.
+            let shell = self.session.decide_shell();
+            if shell.effect > decision.effect {
+                decision = Arc::new(Decision {
+                    reason: format!(
+                        "a command with a terminal (ssh -t) is as interactive as a shell: {}",
+                        shell.reason
+                    ),
+                    ..shell
+                });
+            }
+        }
         let shown = self.masked_text(&String::from_utf8_lossy(&command));
         let mut record = Command {
             protocol: "ssh".into(),
@@ -581,6 +595,35 @@ impl Ctx {
             )),
         }
     }
+}
+
+/// Classifications running at once (each on its own thread).
+static CLASSIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+
+/// Classifies a command line on a thread of its own with a large stack:
+/// parsing recurses with the line's nesting, which must not exhaust a
+/// runtime worker's stack; a panic in the parser makes the line unknown.
+async fn classify_line(programs: &Arc<crate::classify::Programs>, line: &str) -> Classification {
+    let Ok(_permit) = CLASSIFYING.acquire().await else {
+        return Classification::unknown("the classifier is unavailable");
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (programs, line) = (programs.clone(), line.to_string());
+    let spawned = std::thread::Builder::new()
+        .name("sluice-classify".into())
+        .stack_size(256 * 1024 * 1024)
+        .spawn(move || {
+            let c = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::classify::classify(&line, &programs)
+            }))
+            .unwrap_or_else(|_| Classification::unknown("the command line could not be parsed"));
+            let _ = tx.send(c);
+        });
+    if spawned.is_err() {
+        return Classification::unknown("the classifier could not start a thread");
+    }
+    rx.await
+        .unwrap_or_else(|_| Classification::unknown("the command line could not be parsed"))
 }
 
 const MAX_SFTP_PACKET: usize = 256 * 1024 + 1024;
@@ -942,7 +985,7 @@ async fn upstream(
                             let classification = if secret {
                                 None
                             } else {
-                                Some(Arc::new(crate::classify::classify(&line, programs)))
+                                Some(Arc::new(classify_line(programs, &line).await))
                             };
                             let _ = session
                                 .record_commands(&[Command {
