@@ -34,7 +34,8 @@ pub struct Exchange {
     pub postgres_listen: String,
     /// Where clients reach the SSH listener.
     pub ssh_listen: String,
-    /// Signs the short-lived certificates of `sluice connect` to SSH connections.
+    /// Signs the short-lived client certificates of `sluice connect` to SSH
+    /// connections (the client authority, which no target trusts).
     pub ssh_ca: Arc<sluice_ssh::keys::Authority>,
     /// The gateway's SSH host key (OpenSSH line), for clients to pin.
     pub ssh_host_key: String,

@@ -369,8 +369,10 @@ pub struct SshSection {
     pub listen: String,
     /// The gateway's host key (OpenSSH format); created on first start.
     pub host_key: Option<PathBuf>,
-    /// The key of the gateway's certificate authority; created on first start.
+    /// The key of the authority targets trust (`TrustedUserCAKeys`); created on first start.
     pub ca_key: Option<PathBuf>,
+    /// The key of the authority for client certificates; created on first start.
+    pub client_ca_key: Option<PathBuf>,
     /// Where recordings are written (default: `recordings` in the data directory).
     pub recordings: Option<PathBuf>,
     /// Largest recording of one channel, in MiB; the rest is dropped (and marked).
@@ -395,6 +397,7 @@ impl Default for SshSection {
             listen: default_ssh_listen(),
             host_key: None,
             ca_key: None,
+            client_ca_key: None,
             recordings: None,
             max_recording_mib: default_max_recording_mib(),
             programs: Vec::new(),

@@ -127,7 +127,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         logins: Default::default(),
         postgres_listen,
         ssh_listen,
-        ssh_ca: ssh.ca.clone(),
+        ssh_ca: ssh.client_ca.clone(),
         ssh_host_key: ssh.host_public.clone(),
         refusals: Default::default(),
     });
@@ -146,7 +146,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 struct Ssh {
     gateway: Arc<sluice_ssh::SshGateway>,
     recordings: std::path::PathBuf,
-    ca: Arc<sluice_ssh::keys::Authority>,
+    client_ca: Arc<sluice_ssh::keys::Authority>,
     host_public: String,
     host_fingerprint: String,
 }
@@ -165,6 +165,13 @@ fn ssh_gateway(cfg: &Config, core: &Arc<Core>, data_dir: &std::path::Path) -> Re
     let host_public = host_key.public_key().to_openssh().context("ssh.host_key")?;
     let host_fingerprint = sluice_ssh::keys::fingerprint(host_key.public_key());
     let ca = Arc::new(sluice_ssh::keys::Authority::new(ca_key));
+    let client_ca_key =
+        sluice_ssh::keys::load_or_create(&key_path(&cfg.ssh.client_ca_key, "ssh_client_ca_key"))
+            .context("ssh.client_ca_key")?;
+    if client_ca_key.public_key() == ca.public_key() {
+        anyhow::bail!("{}: ssh.client_ca_key must not be the same key as ssh.ca_key: targets trust ca_key, and client certificates must not log in to targets", cfg.source);
+    }
+    let client_ca = Arc::new(sluice_ssh::keys::Authority::new(client_ca_key));
     let connections: Vec<sluice_core::Connection> =
         core.connections().map(|c| (**c).clone()).collect();
     let pg_classifier = Arc::new(Classifier::new(cfg.pg_functions()?));
@@ -183,7 +190,8 @@ fn ssh_gateway(cfg: &Config, core: &Arc<Core>, data_dir: &std::path::Path) -> Re
         core.clone(),
         sluice_ssh::SshOptions {
             host_key,
-            ca: ca.clone(),
+            ca,
+            client_ca: client_ca.clone(),
             targets: cfg.ssh_targets(&connections)?,
             programs: Arc::new(programs),
             recordings: recordings.clone(),
@@ -193,7 +201,7 @@ fn ssh_gateway(cfg: &Config, core: &Arc<Core>, data_dir: &std::path::Path) -> Re
     Ok(Ssh {
         gateway,
         recordings,
-        ca,
+        client_ca,
         host_public,
         host_fingerprint,
     })

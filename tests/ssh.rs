@@ -115,6 +115,21 @@ fn exec_commands_are_inspected_blocked_masked_and_recorded() {
     assert!(out(&o).contains("db_password="), "{}", out(&o));
     assert!(!out(&o).contains("er2-very-secret"), "{}", out(&o));
 
+    // With a terminal, a pause releases a partial line, but not a word
+    // that may be the start of a value.
+    let o = ssh(
+        &gw,
+        "web-dev",
+        &dev,
+        &[
+            "-tt",
+            "printf 'id AKIAIOSFOD'; sleep 0.3; printf 'NN7EXAMPLE done\\n'",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out(&o).contains("done"), "{}", out(&o));
+    assert!(!out(&o).contains("AKIAIOSFOD"), "{}", out(&o));
+
     // Destructive commands never reach the target, however they are wrapped.
     for cmd in [
         format!("rm -rf {w}/data"),
@@ -140,6 +155,36 @@ fn exec_commands_are_inspected_blocked_masked_and_recorded() {
     let o = ssh(&gw, "web-1", &prod, &["hostname", "-F", "/etc/hostname"]);
     assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
     assert!(stderr(&o).contains("class: admin"), "{}", stderr(&o));
+
+    // What the client sends a command is recorded masked too.
+    let mut piped = ssh_cmd(
+        &gw,
+        "web-dev",
+        &dev,
+        &[&format!("cat > {w}/from-stdin.env")],
+    )
+    .stdin(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::io::Write::write_all(
+        piped.stdin.as_mut().unwrap(),
+        b"STRIPE=sk_live_zyxwvutsrqponmlk9876\n",
+    )
+    .unwrap();
+    drop(piped.stdin.take());
+    assert!(piped.wait().unwrap().success());
+    assert!(std::fs::read_to_string(work.path().join("from-stdin.env"))
+        .unwrap()
+        .contains("sk_live_zyxwvutsrqponmlk9876"));
+    let dev_session = gw.last_session("alice");
+    let raw = gw.cli_ok(&[
+        "sessions",
+        "replay",
+        dev_session["session"]["id"].as_str().unwrap(),
+        "--raw",
+    ]);
+    assert!(raw.contains("STRIPE="), "{raw}");
+    assert!(!raw.contains("sk_live_zyxwvutsrqponmlk9876"), "{raw}");
 
     // The exit status comes back; the key login works; writes run on dev.
     let o = ssh(&gw, "web-dev", &dev, &[&format!("echo hi > {w}/out.txt")]);
@@ -364,6 +409,32 @@ fn certificates_from_sluice_connect_and_their_expiry() {
     };
     let o = run();
     assert_eq!(out(&o).trim(), "still-here", "{}", stderr(&o));
+    // Client certificates come from an authority of their own: the one
+    // targets trust never signs what clients hold.
+    let config = std::path::Path::new(args[2]);
+    let cert = config.parent().unwrap().join("id_ed25519-cert.pub");
+    let fingerprint = |file: &std::path::Path| {
+        let o = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(file)
+            .output()
+            .unwrap();
+        out(&o).split_whitespace().nth(1).unwrap().to_string()
+    };
+    let listed = out(&Command::new("ssh-keygen")
+        .arg("-Lf")
+        .arg(&cert)
+        .output()
+        .unwrap());
+    let data = gw.dir.path().join("data");
+    assert!(
+        listed.contains(&fingerprint(&data.join("ssh_client_ca_key.pub"))),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&fingerprint(&data.join("ssh_ca_key.pub"))),
+        "{listed}"
+    );
     std::thread::sleep(Duration::from_secs(3));
     let o = run();
     assert_eq!(o.status.code(), Some(255), "{}", out(&o));
@@ -585,6 +656,43 @@ fn file_transfers_are_recorded_and_policed() {
         std::fs::read(work.path().join("uploaded.log")).unwrap(),
         big
     );
+
+    // Legacy scp runs over exec: a binary protocol, released as it comes
+    // (not held for a newline), so it completes.
+    let legacy = local.path().join("legacy.log");
+    let o = Command::new("timeout")
+        .args([
+            "60",
+            "scp",
+            "-O",
+            "-F",
+            "/dev/null",
+            "-P",
+            &gw.ssh_port.to_string(),
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "PubkeyAuthentication=no",
+        ])
+        .args([
+            "-o",
+            "PreferredAuthentications=keyboard-interactive,password",
+        ])
+        .arg(format!("web-dev@127.0.0.1:{w}/app.log"))
+        .arg(&legacy)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .env("SLUICE_TEST_TOKEN", &token)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&legacy).unwrap(), big);
 
     // Removing a file on production is destructive: refused, file kept.
     let batch = local.path().join("batch");

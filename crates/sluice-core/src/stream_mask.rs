@@ -118,6 +118,33 @@ impl StreamMasker {
         self.drain(true)
     }
 
+    /// Releases what is held after a pause, except a trailing run of
+    /// characters that could be the first part of a value (a word without
+    /// spaces, up to `keep` bytes): a prompt ending in a space or a colon
+    /// shows at once, half a token printed before a pause does not.
+    /// [`StreamMasker::flush`] releases the rest after a longer pause.
+    pub fn flush_settled(&mut self, keep: usize) -> Vec<u8> {
+        if self.pem != Pem::Outside {
+            return self.flush();
+        }
+        let run = self
+            .held
+            .iter()
+            .rev()
+            .take_while(|&&b| b.is_ascii_alphanumeric() || b >= 0x80 || b"_-+/=.@:%~".contains(&b))
+            .count();
+        if run == 0 || run > keep {
+            return self.flush();
+        }
+        if run == self.held.len() {
+            return Vec::new();
+        }
+        let tail = self.held.split_off(self.held.len() - run);
+        let out = self.drain(true);
+        self.held = tail;
+        out
+    }
+
     /// Whether something is held back (the caller arms a short timer then
     /// calls flush).
     pub fn holding(&self) -> bool {
@@ -710,6 +737,26 @@ mod tests {
         assert!(!m.holding() || m.held.len() < 64, "given up past the cap");
         out.extend(m.push(b"-----END PRIVATE KEY-----\nok\n"));
         assert_eq!(String::from_utf8(out).unwrap(), "[redacted:secret]\nok\n");
+    }
+
+    #[test]
+    fn a_settled_flush_keeps_what_may_start_a_value() {
+        let mut m = masker();
+        let mut out = m.push(b"key id AKIAIOSFOD");
+        out.extend(m.flush_settled(256));
+        assert_eq!(out, b"key id ");
+        assert!(m.holding());
+        out.extend(m.push(b"NN7EXAMPLE\n"));
+        assert!(
+            !contains(&out, "AKIAIOSFOD"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        // A prompt ending in a space shows at once.
+        let mut m = masker();
+        assert!(m.push(b"Continue? ").is_empty());
+        assert_eq!(m.flush_settled(256), b"Continue? ");
+        assert!(!m.holding());
     }
 
     #[test]

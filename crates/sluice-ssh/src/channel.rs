@@ -357,7 +357,14 @@ impl Ctx {
             .map(|w| Arc::new(Mutex::new(Some(w))));
         let interactive = pty.is_some();
         let ended = self
-            .relay(ch, early, tch, cast.clone(), Upstream::Plain, interactive)
+            .relay(
+                ch,
+                early,
+                tch,
+                cast.clone(),
+                Upstream::Plain(StreamMasker::new(self.session.core().masking())),
+                interactive,
+            )
             .await;
         let mut outcome = CommandOutcome {
             status: match ended.exit {
@@ -443,14 +450,16 @@ impl Ctx {
             return;
         }
         let transfers = Arc::new(Mutex::new(sftp::Transfers::new()));
+        let (refusals, refused) = tokio::sync::mpsc::channel(64);
         let up = Upstream::Sftp {
             framer: sftp::Framer::new(MAX_SFTP_PACKET),
             transfers: transfers.clone(),
             session: self.session.clone(),
-            client: self.client.clone(),
-            id: self.id,
+            refusals,
         };
-        let ended = self.relay_sftp(ch, tch, up, transfers.clone()).await;
+        let ended = self
+            .relay_sftp(ch, tch, up, refused, transfers.clone())
+            .await;
         let left =
             std::mem::take(&mut *transfers.lock().unwrap_or_else(|p| p.into_inner())).finish();
         for op in left {
@@ -632,8 +641,8 @@ const MAX_EARLY_INPUT: usize = 1024 * 1024;
 
 /// How a relay's client-to-target direction treats the bytes.
 enum Upstream {
-    /// Passed on as they are (exec).
-    Plain,
+    /// Passed on as they are (exec); recorded masked.
+    Plain(StreamMasker),
     /// Passed on; finished lines recorded as typed commands (shell).
     Typed {
         lines: LineTracker,
@@ -645,8 +654,9 @@ enum Upstream {
         framer: sftp::Framer,
         transfers: Arc<Mutex<sftp::Transfers>>,
         session: Arc<SessionHandle>,
-        client: Handle,
-        id: ChannelId,
+        /// Refusals, which the target-to-client side sends between whole
+        /// packets.
+        refusals: tokio::sync::mpsc::Sender<Vec<u8>>,
     },
 }
 
@@ -661,6 +671,16 @@ struct Ended {
 /// How long a terminal's partial line may wait for its end before it is
 /// released (masked as it is): prompts have no newline.
 const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(15);
+
+/// Longest trailing word held back after a short pause.
+const MAX_HELD_WORD: usize = 256;
+
+/// Whether output looks like a binary protocol rather than text: control
+/// bytes other than those terminals and text use.
+fn looks_binary(data: &[u8]) -> bool {
+    data.iter()
+        .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x1b | 0x07 | 0x08))
+}
 
 /// Output recently shown in a terminal, to recognise password prompts.
 type Recent = Arc<Mutex<String>>;
@@ -678,7 +698,7 @@ impl Ctx {
         let (client_read, _client_write) = ch.split();
         let (target_read, target_write) = tch.split();
         let recent: Recent = Arc::default();
-        let upstream = tokio::spawn(upstream(
+        let mut upstream = tokio::spawn(upstream(
             client_read,
             early,
             target_write,
@@ -687,9 +707,22 @@ impl Ctx {
             recent.clone(),
             self.shared.clone(),
         ));
-        let ended = self
-            .downstream(target_read, cast, recent, interactive)
-            .await;
+        let down = self.downstream(target_read, cast, recent, interactive);
+        tokio::pin!(down);
+        let ended = tokio::select! {
+            ended = &mut down => ended,
+            _ = &mut upstream => {
+                // The client left (its side closed first): the target's
+                // side gets a moment to finish, not the command's lifetime.
+                match tokio::time::timeout(Duration::from_secs(2), &mut down).await {
+                    Ok(ended) => ended,
+                    Err(_) => Ended {
+                        signal: Some("the client disconnected".into()),
+                        ..Ended::default()
+                    },
+                }
+            }
+        };
         upstream.abort();
         ended
     }
@@ -705,9 +738,28 @@ impl Ctx {
     ) -> Ended {
         let masking = self.session.masking.clone();
         let mut out = masking.clone().map(StreamMasker::new);
-        let mut err = masking.map(StreamMasker::new);
+        let mut err = masking.clone().map(StreamMasker::new);
+        // A principal who sees clear values still gets a masked recording:
+        // nothing unmasked is written down.
+        let for_record = Mutex::new(
+            masking
+                .is_none()
+                .then(|| StreamMasker::new(self.session.core().masking())),
+        );
         let mut ended = Ended::default();
         let record = |data: &[u8]| {
+            let masked;
+            let data = match for_record
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                Some(m) => {
+                    masked = m.push(data);
+                    &masked[..]
+                }
+                None => data,
+            };
             if let Some(c) = &cast {
                 if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                     let _ = w.output(data);
@@ -723,22 +775,35 @@ impl Ctx {
                 }
             }
         };
+        // After a pause, what is held is released in two steps: all but a
+        // trailing word that may be the start of a value, then, after a
+        // longer pause, the rest (masked as it is). A terminal's prompt
+        // shows at once; a command's output can wait longer.
+        let (first, second) = if interactive {
+            (PARTIAL_LINE_WAIT, Duration::from_millis(500))
+        } else {
+            (Duration::from_millis(250), Duration::from_secs(2))
+        };
+        let mut settled = false;
+        let mut binary = false;
         loop {
-            // Only a terminal waits for prompts without a newline; a
-            // command's partial line is held until its end (or the
-            // masker's bound), so a value written in two pieces with a
-            // pause between them is still seen whole.
-            let holding = interactive
-                && (out.as_ref().is_some_and(|m| m.holding())
-                    || err.as_ref().is_some_and(|m| m.holding()));
+            let holding = out.as_ref().is_some_and(|m| m.holding())
+                || err.as_ref().is_some_and(|m| m.holding());
             let msg = if holding {
-                match tokio::time::timeout(PARTIAL_LINE_WAIT, target.wait()).await {
-                    Ok(m) => m,
+                let wait = if settled { second } else { first };
+                match tokio::time::timeout(wait, target.wait()).await {
+                    Ok(m) => {
+                        settled = false;
+                        m
+                    }
                     Err(_) => {
-                        // A pause: release what is held, masked as it is.
                         for (m, ext) in [(&mut out, None), (&mut err, Some(1))] {
                             if let Some(m) = m.as_mut() {
-                                let b = m.flush();
+                                let b = if settled || binary {
+                                    m.flush()
+                                } else {
+                                    m.flush_settled(MAX_HELD_WORD)
+                                };
                                 if !b.is_empty() {
                                     record(&b);
                                     if self.send(ext, b).await.is_err() {
@@ -747,6 +812,7 @@ impl Ctx {
                                 }
                             }
                         }
+                        settled = !settled;
                         continue;
                     }
                 }
@@ -756,8 +822,17 @@ impl Ctx {
             let Some(msg) = msg else { break };
             match msg {
                 ChannelMsg::Data { data } => {
+                    // Binary protocols over exec (rsync, legacy scp, git)
+                    // wait for each message: they are not held for a newline.
+                    binary = !interactive && looks_binary(&data);
                     let b = match out.as_mut() {
-                        Some(m) => Bytes::from(m.push(&data)),
+                        Some(m) => {
+                            let mut b = m.push(&data);
+                            if binary {
+                                b.extend(m.flush());
+                            }
+                            Bytes::from(b)
+                        }
                         None => data,
                     };
                     if !b.is_empty() {
@@ -769,7 +844,13 @@ impl Ctx {
                 }
                 ChannelMsg::ExtendedData { data, ext } => {
                     let b = match err.as_mut() {
-                        Some(m) => Bytes::from(m.push(&data)),
+                        Some(m) => {
+                            let mut b = m.push(&data);
+                            if !interactive && looks_binary(&data) {
+                                b.extend(m.flush());
+                            }
+                            Bytes::from(b)
+                        }
                         None => data,
                     };
                     if !b.is_empty() {
@@ -812,6 +893,16 @@ impl Ctx {
             }
         }
         self.release(&mut out, &mut err, &record).await;
+        let rest = for_record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(|m| m.flush());
+        if let (Some(rest), Some(c)) = (rest, &cast) {
+            if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                let _ = w.output(&rest);
+            }
+        }
         for m in [&out, &err].into_iter().flatten() {
             for (k, v) in &m.counts().0 {
                 *ended.masked.entry(k.clone()).or_default() += v;
@@ -857,6 +948,7 @@ impl Ctx {
         ch: Channel<Msg>,
         tch: Channel<russh::client::Msg>,
         up: Upstream,
+        mut refused: tokio::sync::mpsc::Receiver<Vec<u8>>,
         transfers: Arc<Mutex<sftp::Transfers>>,
     ) -> Option<String> {
         let (client_read, _client_write) = ch.split();
@@ -872,34 +964,62 @@ impl Ctx {
         ));
         let mut framer = sftp::Framer::new(MAX_SFTP_PACKET);
         let mut error = None;
-        while let Some(msg) = target_read.wait().await {
+        loop {
+            // The client gets whole packets only, so a refusal can go in
+            // between any two.
+            let msg = tokio::select! {
+                m = target_read.wait() => m,
+                Some(refusal) = refused.recv(), if error.is_none() => {
+                    if self.send(None, refusal).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             match msg {
                 ChannelMsg::Data { data } => {
-                    if error.is_none() {
-                        framer.push(&data);
-                        loop {
-                            match framer.next_packet() {
-                                Ok(Some(p)) => {
-                                    let done = match sftp::decode_response(&p[4..]) {
-                                        Ok(resp) => transfers
-                                            .lock()
-                                            .unwrap_or_else(|p| p.into_inner())
-                                            .response(&resp),
-                                        Err(_) => None,
-                                    };
-                                    if let Some(op) = done {
-                                        record_file(&self.session, &op).await;
-                                    }
+                    if error.is_some() {
+                        if self.send(None, data).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    framer.push(&data);
+                    let mut gone = false;
+                    loop {
+                        match framer.next_packet() {
+                            Ok(Some(p)) => {
+                                let done = match sftp::decode_response(&p[4..]) {
+                                    Ok(resp) => transfers
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .response(&resp),
+                                    Err(_) => None,
+                                };
+                                if let Some(op) = done {
+                                    record_file(&self.session, &op).await;
                                 }
-                                Ok(None) => break,
-                                Err(e) => {
-                                    error = Some(format!("target: {e}"));
+                                if self.send(None, p).await.is_err() {
+                                    gone = true;
                                     break;
                                 }
                             }
+                            Ok(None) => break,
+                            Err(e) => {
+                                // Not SFTP as the gateway reads it: the
+                                // stream is passed on as it is, and no
+                                // refusal is put into it any more.
+                                error = Some(format!("target: {e}"));
+                                let rest = framer.take_buffered();
+                                if self.send(None, rest).await.is_err() {
+                                    gone = true;
+                                }
+                                break;
+                            }
                         }
                     }
-                    if self.send(None, data).await.is_err() {
+                    if gone {
                         break;
                     }
                 }
@@ -956,8 +1076,11 @@ async fn upstream(
                     .bytes_in
                     .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let forward = match &mut up {
-                    Upstream::Plain => {
-                        record_input(&cast, &data);
+                    Upstream::Plain(masker) => {
+                        let masked = masker.push(&data);
+                        if !masked.is_empty() {
+                            record_input(&cast, &masked);
+                        }
                         data
                     }
                     Upstream::Typed {
@@ -1004,8 +1127,7 @@ async fn upstream(
                         framer,
                         transfers,
                         session,
-                        client,
-                        id,
+                        refusals,
                     } => {
                         if error.is_some() {
                             continue;
@@ -1025,7 +1147,7 @@ async fn upstream(
                                         pass.extend_from_slice(&p);
                                     }
                                     SftpStep::Refuse(reply) => {
-                                        let _ = client.data(*id, Bytes::from(reply)).await;
+                                        let _ = refusals.send(reply).await;
                                     }
                                 },
                                 Ok(None) => break,
@@ -1074,11 +1196,17 @@ async fn upstream(
             _ => {}
         }
     }
+    if let Upstream::Plain(masker) = &mut up {
+        record_input(&cast, &masker.flush());
+    }
     let _ = target.close().await;
     error
 }
 
 fn record_input(cast: &Option<Arc<Mutex<Option<CastWriter>>>>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
     if let Some(c) = cast {
         if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             let _ = w.input(data);

@@ -30,8 +30,12 @@ use crate::target::SshTarget;
 pub struct SshOptions {
     /// The gateway's host key, which clients pin.
     pub host_key: PrivateKey,
-    /// The authority for client and target certificates.
+    /// The authority for the gateway's own certificates to targets.
     pub ca: Arc<Authority>,
+    /// The authority for client certificates (`sluice connect`). Never the
+    /// same key as `ca`: targets trust that one, and a client certificate
+    /// must not log in to a target.
+    pub client_ca: Arc<Authority>,
     /// Target settings per SSH connection name.
     pub targets: HashMap<String, SshTarget>,
     /// The program table exec command lines are classified with.
@@ -46,6 +50,7 @@ pub struct SshOptions {
 pub struct SshGateway {
     pub(crate) core: Arc<Core>,
     pub(crate) ca: Arc<Authority>,
+    pub(crate) client_ca: Arc<Authority>,
     pub(crate) targets: HashMap<String, SshTarget>,
     pub(crate) programs: Arc<Programs>,
     pub(crate) recordings: PathBuf,
@@ -53,7 +58,32 @@ pub struct SshGateway {
     config: Arc<ssh_server::Config>,
     pub(crate) client_config: Arc<russh::client::Config>,
     pre_auth: Arc<Semaphore>,
+    /// Unauthenticated connections per client address.
+    pre_auth_by_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
 }
+
+/// A connection's place among the unauthenticated ones, given back when
+/// it authenticates or ends.
+pub struct PreAuth {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    ip: std::net::IpAddr,
+    by_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for PreAuth {
+    fn drop(&mut self) {
+        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// How many connections one address may have unauthenticated at once.
+const MAX_PRE_AUTH_PER_IP: usize = 32;
 
 /// How many connections may be unauthenticated at once.
 const MAX_PRE_AUTH: usize = 256;
@@ -100,6 +130,7 @@ impl SshGateway {
         Arc::new(SshGateway {
             core,
             ca: opts.ca,
+            client_ca: opts.client_ca,
             targets: opts.targets,
             programs: opts.programs,
             recordings: opts.recordings,
@@ -107,6 +138,26 @@ impl SshGateway {
             config: Arc::new(config),
             client_config: target::client_config(),
             pre_auth: Arc::new(Semaphore::new(MAX_PRE_AUTH)),
+            pre_auth_by_ip: Arc::default(),
+        })
+    }
+
+    /// A place among the unauthenticated connections, if the gateway and
+    /// the address have one left: one address cannot take them all.
+    fn pre_auth(&self, ip: std::net::IpAddr) -> Option<PreAuth> {
+        let mut map = self
+            .pre_auth_by_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.get(&ip).is_some_and(|n| *n >= MAX_PRE_AUTH_PER_IP) {
+            return None;
+        }
+        let permit = self.pre_auth.clone().try_acquire_owned().ok()?;
+        *map.entry(ip).or_insert(0) += 1;
+        Some(PreAuth {
+            _permit: permit,
+            ip,
+            by_ip: self.pre_auth_by_ip.clone(),
         })
     }
 
@@ -115,7 +166,7 @@ impl SshGateway {
         loop {
             match listener.accept().await {
                 Ok((tcp, peer)) => {
-                    let Ok(permit) = self.pre_auth.clone().try_acquire_owned() else {
+                    let Some(permit) = self.pre_auth(peer.ip()) else {
                         // Dropped unanswered: under a flood, a refusal costs
                         // as much as the flood.
                         tracing::warn!(%peer, "too many unauthenticated SSH connections; dropping one");
@@ -133,12 +184,7 @@ impl SshGateway {
         }
     }
 
-    async fn run(
-        self: Arc<Self>,
-        tcp: tokio::net::TcpStream,
-        peer: SocketAddr,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) {
+    async fn run(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, permit: PreAuth) {
         let handler = server::ClientConn::new(self.clone(), peer, permit);
         let shared = handler.shared();
         // The version exchange waits for the client: bounded too.

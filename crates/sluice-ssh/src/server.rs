@@ -15,7 +15,6 @@ use russh::{Channel, ChannelOpenFailure};
 use serde_json::json;
 use sluice_core::audit::EventDraft;
 use sluice_core::{Credential, Effect, OpenError, SessionHandle};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::target::{self, TargetHandle};
 use crate::SshGateway;
@@ -110,7 +109,7 @@ impl Shared {
 pub struct ClientConn {
     shared: Arc<Shared>,
     /// Held until the client authenticates.
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<crate::PreAuth>,
     /// Keyboard-interactive answers that failed, to stop asking.
     prompts: u32,
 }
@@ -120,7 +119,7 @@ const MAX_PROMPTS: u32 = 3;
 
 impl ClientConn {
     /// A handler for a new connection.
-    pub fn new(gw: Arc<SshGateway>, peer: SocketAddr, permit: OwnedSemaphorePermit) -> ClientConn {
+    pub fn new(gw: Arc<SshGateway>, peer: SocketAddr, permit: crate::PreAuth) -> ClientConn {
         ClientConn {
             shared: Arc::new(Shared {
                 gw,
@@ -244,7 +243,7 @@ impl Handler for ClientConn {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        let key_id = match self.shared.gw.ca.verify_user(certificate, user) {
+        let key_id = match self.shared.gw.client_ca.verify_user(certificate, user) {
             Ok(id) => id.to_string(),
             Err(why) => {
                 let mut ev = EventDraft::new(

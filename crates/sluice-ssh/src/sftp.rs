@@ -131,6 +131,12 @@ impl Framer {
         self.buf.len()
     }
 
+    /// Takes whatever is buffered, whole packets or not (to pass a stream
+    /// on as it is once it no longer frames).
+    pub fn take_buffered(&mut self) -> bytes::Bytes {
+        self.buf.split().freeze()
+    }
+
     /// Next whole packet INCLUDING its 4-byte length prefix (so it can be forwarded as is), or None until more data arrives.
     pub fn next_packet(&mut self) -> Result<Option<Bytes>, SftpError> {
         if self.buf.len() < 4 {

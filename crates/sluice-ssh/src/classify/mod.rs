@@ -111,9 +111,12 @@ fn nesting_units(text: &str) -> usize {
         "coproc",
     ];
     let bytes = text.as_bytes();
+    // Brackets and backticks open a level; `!`, `&` and `|` can each add
+    // one to an expression tree inside `[[ ]]` (`! ! a`, `a && b && c`),
+    // so every one of them is counted too, quoted or not.
     let mut units = bytes
         .iter()
-        .filter(|b| matches!(b, b'(' | b'{' | b'`' | b'['))
+        .filter(|b| matches!(b, b'(' | b'{' | b'`' | b'[' | b'!' | b'&' | b'|'))
         .count();
     let word_char = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut i = 0;
@@ -215,6 +218,8 @@ pub(crate) struct Walker<'p> {
     /// Quoted text holding `$(` or a backtick, which a later arithmetic
     /// evaluation could run.
     stored_code: bool,
+    /// The shell text being walked, innermost last (source spans index it).
+    source: Vec<String>,
 }
 
 impl<'p> Walker<'p> {
@@ -229,6 +234,7 @@ impl<'p> Walker<'p> {
             statements: 0,
             arith: false,
             stored_code: false,
+            source: Vec::new(),
         }
     }
 
@@ -347,6 +353,7 @@ impl<'p> Walker<'p> {
         }
         self.used += units;
         self.depth += 1;
+        self.source.push(text.to_string());
         match parse(text) {
             Ok(program) => {
                 for list in &program.complete_commands {
@@ -355,6 +362,7 @@ impl<'p> Walker<'p> {
             }
             Err(e) => self.unknown(format!("the shell cannot parse {}: {e}", excerpt(text))),
         }
+        self.source.pop();
         self.depth -= 1;
         self.used -= units;
     }
@@ -483,9 +491,21 @@ impl<'p> Walker<'p> {
     fn compound(&mut self, c: &ast::CompoundCommand) {
         match c {
             ast::CompoundCommand::Arithmetic(a) => {
+                // bash reads `((x) )` as nested subshells, not arithmetic;
+                // only text that can be nothing but an expression is read.
                 self.arith = true;
-                self.effect(Class::Read);
-                self.arith_text(&a.expr.value);
+                let raw = self
+                    .source
+                    .last()
+                    .and_then(|t| t.get(a.loc.start.index..a.loc.end.index))
+                    .unwrap_or("");
+                match plain_arithmetic(&a.expr.value).and_then(|()| closes_as_arithmetic(raw)) {
+                    Ok(()) => self.effect(Class::Read),
+                    Err(reason) => self.unknown(format!(
+                        "the (( )) command {}: {reason}",
+                        excerpt(&a.expr.value)
+                    )),
+                }
             }
             ast::CompoundCommand::ArithmeticForClause(f) => {
                 self.arith = true;
@@ -543,8 +563,15 @@ impl<'p> Walker<'p> {
             ast::ExtendedTestExpr::Not(a) | ast::ExtendedTestExpr::Parenthesized(a) => {
                 self.ext_test(a)
             }
-            ast::ExtendedTestExpr::UnaryTest(_, w) => {
-                self.word(&w.value);
+            ast::ExtendedTestExpr::UnaryTest(op, w) => {
+                let a = self.word(&w.value);
+                if matches!(
+                    op,
+                    ast::UnaryPredicate::ShellVariableIsSetAndAssigned
+                        | ast::UnaryPredicate::ShellVariableIsSetAndNameRef
+                ) {
+                    self.var_name("[[ -v ]]", &a, false);
+                }
             }
             ast::ExtendedTestExpr::BinaryTest(op, a, b) => {
                 use ast::BinaryPredicate as B;
@@ -821,8 +848,14 @@ impl<'p> Walker<'p> {
                         lit.push_str(rest);
                     }
                 }
-                WordPiece::DoubleQuotedSequence(inner)
-                | WordPiece::GettextDoubleQuotedSequence(inner) => {
+                WordPiece::DoubleQuotedSequence(inner) => {
+                    self.pieces(raw, inner, true, a, lit);
+                }
+                WordPiece::GettextDoubleQuotedSequence(inner) => {
+                    // A message catalog chosen by the environment can replace the text.
+                    self.unknown(
+                        "a $\"...\" string is translated through a message catalog at run time",
+                    );
                     self.pieces(raw, inner, true, a, lit);
                 }
                 WordPiece::TildeExpansion(_) => {
@@ -998,8 +1031,46 @@ impl<'p> Walker<'p> {
     }
 
     fn arith_text(&mut self, text: &str) {
+        if text.contains('[') && (text.contains("$(") || text.contains('`')) {
+            self.unknown(
+                "an array subscript in arithmetic holds a command substitution, which bash runs when it evaluates it",
+            );
+        }
         if text.contains(['$', '`']) {
             self.word(text);
+        }
+    }
+
+    /// Checks a variable name a builtin assigns or inspects at run time
+    /// (`read NAME`, `printf -v NAME`, `test -v NAME`): bash evaluates an
+    /// array subscript in it, which can run commands, and some variables
+    /// change which code runs. `assigns`: the builtin gives it a value
+    /// only known at run time.
+    pub(crate) fn var_name(&mut self, builtin: &str, a: &Arg, assigns: bool) {
+        let v = a.value.as_str();
+        if a.dynamic {
+            self.unknown(format!(
+                "\"{builtin}\" names a variable only known when the command runs (\"{v}\")"
+            ));
+            return;
+        }
+        let base = match v.split_once('[') {
+            Some((base, rest)) => {
+                let index = rest.strip_suffix(']').unwrap_or("");
+                let plain = !index.is_empty()
+                    && (index.chars().all(|c| c.is_ascii_digit()) || index == "@" || index == "*");
+                if !plain {
+                    self.unknown(format!(
+                        "\"{builtin}\" names the array element \"{v}\", whose subscript bash evaluates and which can run commands"
+                    ));
+                    return;
+                }
+                base
+            }
+            None => v,
+        };
+        if assigns {
+            self.env_var(base, &Arg::unknown("{value}"));
         }
     }
 }
@@ -1209,6 +1280,90 @@ fn parse(text: &str) -> Result<ast::Program, String> {
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("the parser failed on it".to_string()),
     }
+}
+
+/// Text run by a POSIX `sh` (dash on Debian), which the bash grammar used
+/// here reads differently: dash has no `$'...'` or `$"..."` quoting, and
+/// reads `((` as two subshells.
+pub(crate) fn posix_sh_hazard(text: &str) -> Option<&'static str> {
+    if text.contains("$'") || text.contains("$\"") {
+        Some("holds $'...' or $\"...\" quoting, which a POSIX sh such as dash does not have")
+    } else if text.contains("((") {
+        Some("holds \"((\", which a POSIX sh such as dash reads as nested subshells")
+    } else {
+        None
+    }
+}
+
+/// bash reads `((` as arithmetic only when the parenthesis matching the
+/// second `(` is directly followed by `)` ending the command; `((a) )` is
+/// two subshells.
+fn closes_as_arithmetic(raw: &str) -> Result<(), &'static str> {
+    const NOT: &str = "bash reads it as nested subshells, not arithmetic";
+    let inner = raw.strip_prefix("((").ok_or(NOT)?;
+    let mut depth = 0usize;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            ')' => {
+                return if &inner[i..] == "))" {
+                    Ok(())
+                } else {
+                    Err(NOT)
+                };
+            }
+            _ => {}
+        }
+    }
+    Err(NOT)
+}
+
+/// Whether `(( text ))` is certainly an arithmetic expression: operators,
+/// names and numbers only, balanced parentheses, no two operands in a
+/// row, nothing that expands.
+fn plain_arithmetic(text: &str) -> Result<(), &'static str> {
+    let mut depth = 0usize;
+    let mut last_operand = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' => {}
+            '(' => {
+                depth += 1;
+                last_operand = false;
+            }
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or("its parentheses do not balance, so bash may read it as subshells")?;
+                last_operand = true;
+            }
+            c if c.is_ascii_alphanumeric() || c == '_' => {
+                if last_operand {
+                    return Err("it is not a plain expression (bash may read it as commands)");
+                }
+                while chars
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+                {
+                    chars.next();
+                }
+                last_operand = true;
+            }
+            '+' | '-' | '*' | '/' | '%' | '<' | '>' | '=' | '!' | '&' | '|' | '^' | '~' | '?'
+            | ':' | ',' => last_operand = false,
+            _ => {
+                return Err(
+                    "it holds expansions, subscripts or quoting the gateway does not evaluate",
+                )
+            }
+        }
+    }
+    if depth != 0 {
+        return Err("its parentheses do not balance, so bash may read it as subshells");
+    }
+    Ok(())
 }
 
 /// Input the parser would panic on: numbers too large for its integer types.

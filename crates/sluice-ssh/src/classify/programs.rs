@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use sluice_core::{Class, Classification};
 
-use super::{is_block_device, Arg, Call, Stdin, Walker};
+use super::{is_block_device, posix_sh_hazard, Arg, Call, Stdin, Walker};
 
 use Class::{Admin as A, Destructive as D, Read as R, Unknown as U, Write as W};
 
@@ -210,7 +210,6 @@ fn table() -> HashMap<&'static str, Spec> {
             "false",
             ":",
             "echo",
-            "printf",
             "pwd",
             "whoami",
             "id",
@@ -271,18 +270,12 @@ fn table() -> HashMap<&'static str, Spec> {
             "jobs",
             "shopt",
             "set",
-            "unset",
             "help",
-            "wait",
             "exit",
             "return",
             "shift",
             "break",
             "continue",
-            "read",
-            "mapfile",
-            "readarray",
-            "getopts",
             "umask",
             "ulimit",
             "unalias",
@@ -295,22 +288,16 @@ fn table() -> HashMap<&'static str, Spec> {
             "whereis",
             "whatis",
             "apropos",
-            "man",
-            "test",
-            "[",
-            "let",
             "iptables-save",
             "ip6tables-save",
             "apt-cache",
             "dpkg-query",
-            "systemd-analyze",
             "lsattr",
             "getfacl",
             "basename",
             "dirname",
             "id",
             "logname",
-            "hash",
             "false",
             "expr",
             "bc",
@@ -413,11 +400,8 @@ fn table() -> HashMap<&'static str, Spec> {
         false,
         &[
             "cat",
-            "less",
-            "more",
             "wc",
             "file",
-            "diff",
             "comm",
             "md5sum",
             "sha1sum",
@@ -437,12 +421,9 @@ fn table() -> HashMap<&'static str, Spec> {
             "bzcat",
             "xzcat",
             "zstdcat",
-            "zless",
-            "zmore",
             "expand",
             "unexpand",
             "diff3",
-            "sdiff",
             "nl",
             "base32",
         ],
@@ -596,6 +577,25 @@ fn table() -> HashMap<&'static str, Spec> {
             "script",
         ],
     );
+    h(&mut t, printf, R, R, &["printf"]);
+    h(&mut t, read, U, U, &["read"]);
+    h(&mut t, mapfile, U, U, &["mapfile", "readarray"]);
+    h(&mut t, getopts, U, U, &["getopts"]);
+    h(&mut t, unset, U, U, &["unset"]);
+    h(&mut t, wait, R, U, &["wait"]);
+    h(&mut t, let_cmd, R, R, &["let"]);
+    h(&mut t, test, R, R, &["test", "["]);
+    h(&mut t, hash, U, U, &["hash"]);
+    h(
+        &mut t,
+        pager,
+        U,
+        U,
+        &["less", "more", "zless", "zmore", "man", "most", "pg"],
+    );
+    h(&mut t, diff, R, R, &["diff"]);
+    h(&mut t, diff, R, U, &["sdiff"]);
+    h(&mut t, systemd_analyze, U, U, &["systemd-analyze"]);
     h(&mut t, find, D, U, &["find"]);
     h(&mut t, rm, D, D, &["rm"]);
     h(&mut t, chmod, A, D, &["chmod"]);
@@ -708,10 +708,12 @@ impl<'a> Opts<'a> {
         self.long_value(full).is_some()
     }
 
+    /// getopt_long takes any prefix of a long option, down to one letter;
+    /// a prefix several options share is taken to mean each of them.
     fn long_value(&self, full: &str) -> Option<Option<&'a str>> {
         self.long
             .iter()
-            .find(|(n, _)| n.len() >= 2 && full.starts_with(n))
+            .find(|(n, _)| long_matches(n, full))
             .map(|(_, v)| *v)
     }
 
@@ -721,6 +723,12 @@ impl<'a> Opts<'a> {
             .find(|(s, _)| *s == c)
             .and_then(|(_, v)| *v)
     }
+}
+
+/// Whether `--given` can mean the long option `full`: it is `full` or a
+/// prefix of it (getopt_long's abbreviations, one letter or more).
+pub(super) fn long_matches(given: &str, full: &str) -> bool {
+    !given.is_empty() && full.starts_with(given)
 }
 
 /// Reads options. `short_val`: short options taking a value; `long_val`:
@@ -752,9 +760,7 @@ pub(super) fn opts<'a>(
             match name.split_once('=') {
                 Some((n, val)) => o.long.push((n, Some(val))),
                 None => {
-                    let takes = long_val
-                        .iter()
-                        .any(|l| l.starts_with(name) && name.len() >= 2);
+                    let takes = long_val.iter().any(|l| long_matches(name, l));
                     if takes && i + 1 < args.len() {
                         o.long.push((name, Some(args[i + 1].value.as_str())));
                         i += 1;
@@ -788,6 +794,76 @@ pub(super) fn opts<'a>(
         i += 1;
     }
     o
+}
+
+/// Reads options against the complete list of a program's options, for
+/// programs whose operands (a verb) decide the class: an option the list
+/// does not hold may take a value, so which word is the verb is not known.
+fn strict_opts<'a>(
+    args: &'a [Arg],
+    short_val: &str,
+    short_flag: &str,
+    long_val: &[&str],
+    long_flag: &[&str],
+) -> Result<Opts<'a>, String> {
+    let mut o = Opts {
+        short: Vec::new(),
+        long: Vec::new(),
+        operands: Vec::new(),
+        rest: args.len(),
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let v = a.value.as_str();
+        if a.dynamic {
+            return Err(format!(
+                "the argument \"{v}\" is only known when the command runs"
+            ));
+        }
+        if v == "--" {
+            o.operands.extend(args[i + 1..].iter());
+            return Ok(o);
+        }
+        if let Some(name) = v.strip_prefix("--") {
+            let (n, val) = match name.split_once('=') {
+                Some((n, val)) => (n, Some(val)),
+                None => (name, None),
+            };
+            let takes = long_val.iter().any(|l| long_matches(n, l));
+            let flag = long_flag.iter().any(|l| long_matches(n, l));
+            if !takes && !flag {
+                return Err(format!("the option \"--{n}\" is not one the gateway knows"));
+            }
+            if val.is_none() && takes {
+                i += 1;
+                o.long
+                    .push((n, Some(args.get(i).map_or("", |a| a.value.as_str()))));
+            } else {
+                o.long.push((n, val));
+            }
+        } else if v.len() > 1 && v.starts_with('-') {
+            for (pos, c) in v.char_indices().skip(1) {
+                if short_val.contains(c) {
+                    if v[pos + c.len_utf8()..].is_empty() {
+                        o.short.push((c, args.get(i + 1)));
+                        i += 1;
+                    } else {
+                        o.short.push((c, Some(a)));
+                    }
+                    break;
+                }
+                if !short_flag.contains(c) {
+                    return Err(format!("the option \"-{c}\" is not one the gateway knows"));
+                }
+                o.short.push((c, None));
+            }
+        } else {
+            o.operands.push(a);
+        }
+        i += 1;
+    }
+    Ok(o)
 }
 
 /// The value of a short option, without the option letters when attached.
@@ -900,7 +976,14 @@ fn sudo(w: &mut Walker<'_>, call: &Call<'_>) {
     let inner = w.capture(|w| {
         if shell {
             match join(rest) {
-                Some(text) => w.line(&text),
+                // The shell is $SHELL or the target's login shell, which may be a POSIX sh.
+                Some(text) => match posix_sh_hazard(&text) {
+                    Some(reason) => w.unknown(format!(
+                        "the text \"{} -s/-i\" hands to a shell {reason}",
+                        call.name
+                    )),
+                    None => w.line(&text),
+                },
                 None => w.unknown(format!(
                     "\"{} -s\" runs text only known when the command runs",
                     call.name
@@ -936,6 +1019,30 @@ fn su(w: &mut Walker<'_>, call: &Call<'_>) {
         ],
         false,
     );
+    // The shell that runs -c: given by -s, else the target's login shell.
+    let shell = short_text(&o, 's').or_else(|| o.long_value("shell").flatten());
+    let bash = match shell {
+        None => false,
+        Some(sh) => {
+            let known = matches!(
+                sh,
+                "/bin/bash"
+                    | "/usr/bin/bash"
+                    | "/bin/sh"
+                    | "/usr/bin/sh"
+                    | "/bin/dash"
+                    | "/usr/bin/dash"
+            );
+            if !known || o.value('s').is_some_and(|a| a.dynamic) {
+                w.unknown(format!(
+                    "\"{} -s {sh}\" runs the command with a shell the gateway does not parse",
+                    call.name
+                ));
+                return;
+            }
+            sh.ends_with("/bash")
+        }
+    };
     if call.name == "runuser" && o.value('u').is_some() {
         let o = opts(
             call.args,
@@ -959,6 +1066,13 @@ fn su(w: &mut Walker<'_>, call: &Call<'_>) {
         )),
         Some(text) => {
             let text = text.to_string();
+            if !bash {
+                // The login shell may be a POSIX sh (dash) that reads some text differently.
+                if let Some(reason) = posix_sh_hazard(&text) {
+                    w.unknown(format!("the text \"{} -c\" runs {reason}", call.name));
+                    return;
+                }
+            }
             let inner = w.capture(|w| w.line(&text));
             elevate(w, &inner);
         }
@@ -1120,7 +1234,10 @@ fn watch(w: &mut Walker<'_>, call: &Call<'_>) {
     } else {
         // watch hands the words, joined, to `sh -c`.
         match join(rest) {
-            Some(text) => w.line(&text),
+            Some(text) => match posix_sh_hazard(&text) {
+                Some(reason) => w.unknown(format!("the text \"watch\" runs with sh {reason}")),
+                None => w.line(&text),
+            },
             None => w.unknown("\"watch\" runs text only known when the command runs"),
         }
     }
@@ -1136,6 +1253,13 @@ fn busybox(w: &mut Walker<'_>, call: &Call<'_>) {
 
 fn shell(w: &mut Walker<'_>, call: &Call<'_>) {
     let name = call.name;
+    // Shells other than bash (and zsh, close enough here) read `$'`, `$"`
+    // and `((` differently from the bash grammar the gateway parses.
+    let posix = !matches!(name, "bash" | "rbash" | "zsh");
+    let line = |w: &mut Walker<'_>, text: &str| match posix_sh_hazard(text).filter(|_| posix) {
+        Some(reason) => w.unknown(format!("the text \"{name}\" runs {reason}")),
+        None => w.line(text),
+    };
     let o = opts(call.args, "oO", &["rcfile", "init-file"], true);
     if o.long("rcfile") || o.long("init-file") {
         w.unknown(format!(
@@ -1149,7 +1273,7 @@ fn shell(w: &mut Walker<'_>, call: &Call<'_>) {
             Some(text) if text.dynamic => w.unknown(format!(
                 "\"{name} -c\" runs text only known when the command runs"
             )),
-            Some(text) => w.line(&text.value.clone()),
+            Some(text) => line(w, &text.value.clone()),
             None => w.unknown(format!("\"{name} -c\" without a command string")),
         }
         return;
@@ -1172,7 +1296,7 @@ fn shell(w: &mut Walker<'_>, call: &Call<'_>) {
             dynamic: false,
         } => {
             let text = text.clone();
-            w.line(&text);
+            line(w, &text);
         }
         _ => w.unknown(format!(
             "\"{name}\" reads commands from its standard input, which the gateway cannot inspect"
@@ -1200,6 +1324,13 @@ fn trap(w: &mut Walker<'_>, call: &Call<'_>) {
 
 fn declare(w: &mut Walker<'_>, call: &Call<'_>) {
     let o = opts(call.args, "", &[], false);
+    if o.has('n') {
+        w.unknown(format!(
+            "\"{} -n\" makes a name refer to another variable, so later assignments reach variables the gateway cannot follow",
+            call.name
+        ));
+        return;
+    }
     if o.has('i') {
         w.arith_context();
     }
@@ -1219,6 +1350,9 @@ fn declare(w: &mut Walker<'_>, call: &Call<'_>) {
             let base = name.split('[').next().unwrap_or(name);
             if base.len() != name.len() {
                 w.arith_context();
+                if !a.dynamic {
+                    w.var_name(call.name, &Arg::lit(name), false);
+                }
             }
             if is_name(base) {
                 let v = Arg {
@@ -1229,7 +1363,201 @@ fn declare(w: &mut Walker<'_>, call: &Call<'_>) {
             }
         } else if a.value.contains('[') {
             w.arith_context();
+            w.var_name(call.name, a, false);
         }
+    }
+    w.effect(R);
+}
+
+// ---------------------------------------------------------------------
+// Builtins that name variables
+
+/// `printf [-v NAME] FORMAT ARGS...`: the output may go to a variable.
+fn printf(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(call.args, "v", &[], true);
+    if let Some(a) = o.value('v') {
+        let name = short_text(&o, 'v').unwrap_or_default();
+        w.var_name(
+            "printf -v",
+            &Arg {
+                value: name.to_string(),
+                ..a.clone()
+            },
+            true,
+        );
+    }
+    if let Some(format) = call.args.get(o.rest) {
+        if format.dynamic
+            && !format
+                .value
+                .starts_with(|c: char| c != '-' && c != '$' && c != '`')
+        {
+            w.unknown("the first argument of \"printf\" is only known when the command runs, and could be -v NAME");
+            return;
+        }
+    }
+    w.effect(R);
+}
+
+/// `read [-a NAME] [-d D -i T -n N -N N -p P -t T -u FD] [NAME...]`.
+fn read(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(call.args, "adinNptu", &[], false);
+    if let Some(a) = o.value('a') {
+        let name = short_text(&o, 'a').unwrap_or_default();
+        w.var_name(
+            "read -a",
+            &Arg {
+                value: name.to_string(),
+                ..a.clone()
+            },
+            true,
+        );
+    }
+    for a in &o.operands {
+        w.var_name("read", a, true);
+    }
+    w.effect(R);
+}
+
+/// `mapfile [-C CALLBACK -c N -d D -n N -O N -s N -u FD -t] [ARRAY]`.
+fn mapfile(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(call.args, "CcdnOsu", &[], false);
+    if o.has('C') {
+        w.unknown(format!(
+            "\"{} -C\" runs a callback command the gateway cannot inspect",
+            call.name
+        ));
+        return;
+    }
+    for a in &o.operands {
+        w.var_name(call.name, a, true);
+    }
+    w.effect(R);
+}
+
+/// `getopts OPTSTRING NAME [ARGS...]`.
+fn getopts(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(call.args, "", &[], true);
+    if let Some(a) = call.args.get(o.rest + 1) {
+        w.var_name("getopts", a, true);
+    }
+    w.effect(R);
+}
+
+fn unset(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(call.args, "", &[], false);
+    for a in &o.operands {
+        w.var_name("unset", a, false);
+    }
+    w.effect(R);
+}
+
+/// `wait [-fn] [-p NAME] [ID...]`.
+fn wait(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(call.args, "p", &[], false);
+    if let Some(a) = o.value('p') {
+        let name = short_text(&o, 'p').unwrap_or_default();
+        w.var_name(
+            "wait -p",
+            &Arg {
+                value: name.to_string(),
+                ..a.clone()
+            },
+            true,
+        );
+    }
+    w.effect(R);
+}
+
+/// `let EXPR...`: each argument is arithmetic, where bash evaluates array
+/// subscripts, which can hold command substitutions.
+fn let_cmd(w: &mut Walker<'_>, call: &Call<'_>) {
+    w.arith_context();
+    for a in call.args {
+        if a.value.contains('[') && (a.value.contains("$(") || a.value.contains('`')) {
+            w.unknown("\"let\" evaluates an array subscript holding a command substitution");
+            return;
+        }
+    }
+    w.effect(R);
+}
+
+/// `test`/`[`: `-v NAME` and `-R NAME` evaluate an array subscript in NAME.
+fn test(w: &mut Walker<'_>, call: &Call<'_>) {
+    let args = call.args;
+    for (i, a) in args.iter().enumerate() {
+        if a.dynamic {
+            // It could become -v, and the next word a subscripted name.
+            w.arith_context();
+        } else if (a.is("-v") || a.is("-R")) && i + 1 < args.len() {
+            w.var_name(call.name, &args[i + 1], false);
+        }
+    }
+    w.effect(R);
+}
+
+/// `hash` alone lists the table; with names or `-p` it changes which
+/// program a command name runs.
+fn hash(w: &mut Walker<'_>, call: &Call<'_>) {
+    if call.args.iter().all(|a| a.is("-l") || a.is("-r")) {
+        w.effect(R);
+    } else {
+        w.unknown("\"hash\" with arguments can change which program a command name runs");
+    }
+}
+
+/// Pagers and manual readers are interactive and have shell escapes (`!cmd`).
+fn pager(w: &mut Walker<'_>, call: &Call<'_>) {
+    if version_query(call.args) {
+        w.effect(R);
+        return;
+    }
+    w.unknown(format!(
+        "\"{}\" is an interactive pager with shell escapes the gateway cannot inspect",
+        call.name
+    ));
+}
+
+/// `diff`/`sdiff`: files are read; `--diff-program` runs another program,
+/// and `sdiff -o` merges interactively (its `e` command runs an editor).
+fn diff(w: &mut Walker<'_>, call: &Call<'_>) {
+    let short = if call.name == "sdiff" {
+        "Iow"
+    } else {
+        "CDFILSUWXx"
+    };
+    let o = opts(
+        call.args,
+        short,
+        &[
+            "diff-program",
+            "output",
+            "label",
+            "from-file",
+            "to-file",
+            "ignore-matching-lines",
+            "exclude",
+            "exclude-from",
+            "starting-file",
+            "width",
+            "tabsize",
+            "horizon-lines",
+        ],
+        false,
+    );
+    if o.long("diff-program") {
+        w.unknown(format!(
+            "\"{} --diff-program\" runs another program",
+            call.name
+        ));
+        return;
+    }
+    if call.name == "sdiff" && (o.has('o') || o.long("output")) {
+        w.unknown("\"sdiff -o\" merges interactively and can run an editor");
+        return;
+    }
+    for a in &o.operands {
+        w.path(&a.value);
     }
     w.effect(R);
 }
@@ -1472,7 +1800,8 @@ fn dd(w: &mut Walker<'_>, call: &Call<'_>) {
 }
 
 fn tee(w: &mut Walker<'_>, call: &Call<'_>) {
-    let o = opts(call.args, "", &["output-error"], false);
+    // --output-error takes its value only as --output-error=MODE.
+    let o = opts(call.args, "", &[], false);
     w.effect(R);
     for a in &o.operands {
         w.write_path(a);
@@ -1552,7 +1881,7 @@ fn sed(w: &mut Walker<'_>, call: &Call<'_>) {
         .chain(
             o.long
                 .iter()
-                .filter(|(n, _)| n.len() >= 2 && "expression".starts_with(n))
+                .filter(|(n, _)| long_matches(n, "expression"))
                 .filter_map(|(_, v)| *v),
         )
         .collect();
@@ -1713,9 +2042,10 @@ fn sed_script(s: &str) -> Result<bool, String> {
 }
 
 fn awk(w: &mut Walker<'_>, call: &Call<'_>) {
+    // -p/-d/-o/-D take their optional values attached, so not listed here.
     let o = opts(
         call.args,
-        "FvfeiEl",
+        "FvfeiElW",
         &[
             "field-separator",
             "assign",
@@ -1727,52 +2057,81 @@ fn awk(w: &mut Walker<'_>, call: &Call<'_>) {
         ],
         true,
     );
+    let long_any = |names: &[&str]| names.iter().any(|n| o.long(n));
+    let w_version = o
+        .value('W')
+        .is_some_and(|_| short_text(&o, 'W') == Some("version"));
     if o.has('f')
         || o.has('i')
         || o.has('E')
         || o.has('l')
-        || o.long("file")
-        || o.long("include")
-        || o.long("exec")
-        || o.long("load")
+        || o.has('D')
+        || (o.has('W') && !w_version)
+        || long_any(&["file", "include", "exec", "load", "debug"])
     {
         w.unknown(format!(
-            "\"{}\" loads program files the gateway cannot inspect",
+            "\"{}\" loads program files or runs a debugger the gateway cannot inspect",
             call.name
         ));
         return;
     }
+    // Profiles, variable dumps and pretty-printed programs go to files.
+    if o.has('p')
+        || o.has('d')
+        || o.has('o')
+        || long_any(&["profile", "dump-variables", "pretty-print"])
+    {
+        w.effect(W);
+    }
     let rest = &call.args[o.rest..];
-    let program = o.value('e').or_else(|| rest.first());
-    let Some(program) = program else {
-        w.unknown(format!("\"{}\" without a program", call.name));
-        return;
-    };
-    if program.dynamic {
-        w.unknown("the awk program is only known when the command runs");
-        return;
+    let mut programs: Vec<Arg> = Vec::new();
+    for (c, a) in &o.short {
+        if *c == 'e' {
+            if let Some(a) = a {
+                programs.push(Arg {
+                    value: short_text_of(a, 'e'),
+                    ..(*a).clone()
+                });
+            }
+        }
     }
-    let p = program.value.as_str();
-    let without_or = p.replace("||", "");
-    if p.contains("system") || without_or.contains("|&") || p.contains("@load") {
-        w.unknown("the awk program runs commands (system, |&, @load)");
-        return;
+    for (n, v) in &o.long {
+        if long_matches(n, "source") {
+            match v {
+                Some(v) => programs.push(Arg {
+                    value: (*v).to_string(),
+                    dynamic: call.args.iter().any(|a| a.dynamic && a.value.contains(*v)),
+                    ..Arg::default()
+                }),
+                None => programs.push(Arg::unknown("--source")),
+            }
+        }
     }
-    for stmt in print_statements(&without_or) {
-        if stmt.contains('|') {
-            w.unknown("the awk program pipes to a command");
+    let skip = usize::from(programs.is_empty());
+    if programs.is_empty() {
+        match rest.first() {
+            Some(p) => programs.push(p.clone()),
+            None => {
+                w.unknown(format!("\"{}\" without a program", call.name));
+                return;
+            }
+        }
+    }
+    for program in &programs {
+        if program.dynamic {
+            w.unknown("the awk program is only known when the command runs");
             return;
         }
-        if stmt.contains('>') {
-            w.effect(W);
+        match awk_program(&program.value) {
+            Err(reason) => {
+                w.unknown(reason);
+                return;
+            }
+            Ok(true) => w.effect(W),
+            Ok(false) => {}
         }
     }
-    if without_or.contains('|') && without_or.contains("getline") {
-        w.unknown("the awk program reads from a command (| getline)");
-        return;
-    }
     w.effect(R);
-    let skip = usize::from(o.value('e').is_none());
     for a in rest.iter().skip(skip) {
         if !a.value.contains('=') {
             w.path(&a.value);
@@ -1780,22 +2139,81 @@ fn awk(w: &mut Walker<'_>, call: &Call<'_>) {
     }
 }
 
-/// The text of each `print`/`printf` statement, up to its end.
-fn print_statements(p: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(pos) = p[from..].find("print") {
-        let start = from + pos;
-        let end = p[start..]
-            .find([';', '}', '\n'])
-            .map_or(p.len(), |e| start + e);
-        out.push(&p[start..end]);
-        from = end.max(start + 5);
-        if from >= p.len() {
-            break;
-        }
+/// Scans an awk program as a whole: anything that can run a command is an
+/// error; returns whether it can write a file (`print > "file"`).
+fn awk_program(p: &str) -> Result<bool, String> {
+    let without_or = p.replace("||", "");
+    if p.contains("system") || p.contains('@') || p.contains("/inet") {
+        return Err(
+            "the awk program runs commands or loads code (system, @-calls, @load, /inet)"
+                .to_string(),
+        );
     }
-    out
+    if without_or.contains('|') {
+        return Err(
+            "the awk program pipes to a command or reads from one (|, |&, | getline)".to_string(),
+        );
+    }
+    let without_ge = p.replace(">=", "");
+    if !without_ge.contains('>') {
+        return Ok(false);
+    }
+    if !p.contains("print") {
+        return Ok(false);
+    }
+    if p.contains('/') {
+        // A regular expression can hold quotes and braces; do not try to
+        // find where statements end.
+        return Ok(true);
+    }
+    // Outside strings and comments, a `>` inside a print statement redirects it.
+    let b: Vec<char> = p.chars().collect();
+    let mut i = 0;
+    let mut in_print = false;
+    let mut depth = 0usize;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            '"' => {
+                i += 1;
+                while i < b.len() && b[i] != '"' {
+                    if b[i] == '\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if i >= b.len() {
+                    return Ok(true);
+                }
+            }
+            '#' => {
+                while i < b.len() && b[i] != '\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            // A newline may continue a print (after `,`, `&&`, `\`): not an end.
+            ';' | '}' | '{' if depth == 0 => in_print = false,
+            '>' if in_print => return Ok(true),
+            c if c.is_ascii_alphabetic() => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == '_') {
+                    i += 1;
+                }
+                let word: String = b[start..i].iter().collect();
+                if word == "print" || word == "printf" {
+                    in_print = true;
+                    depth = 0;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(false)
 }
 
 // ---------------------------------------------------------------------
@@ -1942,28 +2360,79 @@ fn init(w: &mut Walker<'_>, call: &Call<'_>) {
 }
 
 fn systemctl(w: &mut Walker<'_>, call: &Call<'_>) {
-    let o = opts(
+    let o = match strict_opts(
         call.args,
-        "HMpPtsnoT",
+        "HMtpPsnoC",
+        "hValrTiqf",
         &[
             "host",
             "machine",
-            "property",
             "type",
             "state",
+            "property",
+            "job-mode",
+            "check-inhibitors",
+            "kill-whom",
+            "kill-value",
             "signal",
+            "what",
+            "legend",
+            "preset-mode",
+            "root",
+            "image",
+            "image-policy",
             "lines",
             "output",
-            "root",
-            "kill-whom",
-            "what",
-            "job-mode",
-            "boot-loader-entry",
             "boot-loader-menu",
+            "boot-loader-entry",
             "reboot-argument",
+            "timestamp",
+            "message",
+            "when",
+            "drop-in",
+            "capsule",
         ],
-        false,
-    );
+        &[
+            "help",
+            "version",
+            "system",
+            "user",
+            "failed",
+            "all",
+            "full",
+            "recursive",
+            "reverse",
+            "with-dependencies",
+            "show-transaction",
+            "show-types",
+            "value",
+            "now",
+            "dry-run",
+            "quiet",
+            "wait",
+            "no-block",
+            "no-wall",
+            "no-reload",
+            "no-pager",
+            "no-ask-password",
+            "global",
+            "runtime",
+            "force",
+            "firmware-setup",
+            "plain",
+            "read-only",
+            "mkdir",
+            "marked",
+            "no-warn",
+            "stdin",
+        ],
+    ) {
+        Ok(o) => o,
+        Err(reason) => {
+            w.unknown(format!("\"systemctl\": {reason}"));
+            return;
+        }
+    };
     if o.has('H') || o.long("host") || o.has('M') || o.long("machine") {
         w.unknown("\"systemctl -H/-M\" acts on another machine");
         return;
@@ -1992,8 +2461,6 @@ fn systemctl(w: &mut Walker<'_>, call: &Call<'_>) {
         "list-paths",
         "get-default",
         "show-environment",
-        "help",
-        "--version",
     ];
     const ADMIN: &[&str] = &[
         "start",
@@ -2068,6 +2535,113 @@ fn systemctl(w: &mut Walker<'_>, call: &Call<'_>) {
     }
 }
 
+fn systemd_analyze(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = match strict_opts(
+        call.args,
+        "HM",
+        "hq",
+        &[
+            "recursive-errors",
+            "offline",
+            "threshold",
+            "security-policy",
+            "json",
+            "host",
+            "machine",
+            "from-pattern",
+            "to-pattern",
+            "fuzz",
+            "iterations",
+            "base-time",
+            "profile",
+            "root",
+            "image",
+            "image-policy",
+            "unit",
+            "table",
+            "scale-svg",
+            "tldr",
+        ],
+        &[
+            "no-pager",
+            "system",
+            "user",
+            "global",
+            "order",
+            "require",
+            "man",
+            "generators",
+            "help",
+            "version",
+            "quiet",
+            "detailed",
+            "no-legend",
+        ],
+    ) {
+        Ok(o) => o,
+        Err(reason) => {
+            w.unknown(format!("\"systemd-analyze\": {reason}"));
+            return;
+        }
+    };
+    if o.has('H') || o.long("host") || o.has('M') || o.long("machine") {
+        w.unknown("\"systemd-analyze -H/-M\" acts on another machine");
+        return;
+    }
+    if o.long
+        .iter()
+        .any(|(n, v)| long_matches(n, "generators") && !matches!(v, Some("no" | "false" | "0")))
+    {
+        w.unknown("\"systemd-analyze --generators\" runs unit generators");
+        return;
+    }
+    let verb = o
+        .operands
+        .first()
+        .map(|a| a.value.as_str())
+        .unwrap_or("time");
+    let args = o.operands.len().saturating_sub(1);
+    const READ: &[&str] = &[
+        "time",
+        "blame",
+        "critical-chain",
+        "plot",
+        "dot",
+        "dump",
+        "cat-config",
+        "unit-files",
+        "unit-paths",
+        "exit-status",
+        "capability",
+        "syscall-filter",
+        "filesystems",
+        "condition",
+        "compare-versions",
+        "calendar",
+        "timestamp",
+        "timespan",
+        "security",
+        "inspect-elf",
+        "fdstore",
+        "image-policy",
+        "pcrs",
+        "architectures",
+        "smbios11",
+        "get-log-level",
+        "get-log-target",
+    ];
+    match verb {
+        v if READ.contains(&v) => w.effect(R),
+        "log-level" | "log-target" | "service-watchdogs" if args == 0 => w.effect(R),
+        "log-level" | "log-target" | "service-watchdogs" | "set-log-level" | "set-log-target" => {
+            w.effect(A)
+        }
+        other => w.unknown(format!(
+            "\"systemd-analyze {other}\" is not a known read-only systemd-analyze command"
+        )),
+    }
+}
+
 fn service(w: &mut Walker<'_>, call: &Call<'_>) {
     let operands: Vec<&str> = call.args.iter().map(|a| a.value.as_str()).collect();
     match operands.as_slice() {
@@ -2091,7 +2665,7 @@ fn journalctl(w: &mut Walker<'_>, call: &Call<'_>) {
                 "update-catalog",
             ]
             .iter()
-            .any(|f| n.len() >= 3 && f.starts_with(n))
+            .any(|f| long_matches(n, f))
     });
     if o.long("file") || o.long("directory") || o.long("root") || o.has('D') {
         // Reading journals from elsewhere is still a read.
@@ -2564,7 +3138,8 @@ fn curl(w: &mut Walker<'_>, call: &Call<'_>) {
     // curl has many options taking a value; those that matter are listed.
     let o = opts(
         call.args,
-        "oXdFTDcbuUHAeEKQrwxyYzmCtvhPz",
+        // The short options that take a value (curl --help all).
+        "ECKbcdDFPHmoUQreXYytzTuAwx",
         &[
             "output",
             "request",
@@ -2627,6 +3202,25 @@ fn curl(w: &mut Walker<'_>, call: &Call<'_>) {
         if let Some(p) = short_text(&o, c) {
             write(w, p);
         }
+    }
+    // Any other option naming an output, a dump or a trace writes a file;
+    // `-w '%output{file}'` too.
+    for (n, v) in &o.long {
+        let writes = [
+            "output", "dump", "jar", "save", "trace", "stderr", "libcurl", "upload",
+        ]
+        .iter()
+        .any(|k| n.contains(k));
+        if writes {
+            match v {
+                Some(p) => write(w, p),
+                None => w.effect(W),
+            }
+        }
+    }
+    let write_out = short_text(&o, 'w').or_else(|| o.long_value("write-out").flatten());
+    if write_out.is_some_and(|f| f.contains("%output{") || f.starts_with('@')) {
+        w.effect(W);
     }
     for l in [
         "output",
@@ -2712,6 +3306,9 @@ fn wget(w: &mut Walker<'_>, call: &Call<'_>) {
             "load-cookies",
             "save-cookies",
             "config",
+            "warc-file",
+            "rejected-log",
+            "use-askpass",
         ],
         false,
     );
@@ -2729,6 +3326,30 @@ fn wget(w: &mut Walker<'_>, call: &Call<'_>) {
     if let Some(p) = short_text(&o, 'o').or_else(|| short_text(&o, 'a')) {
         w.write_path(&Arg::lit(p));
     }
+    if o.long.iter().any(|(n, _)| n.contains("askpass")) {
+        w.unknown("\"wget --use-askpass\" runs another program");
+        return;
+    }
+    // Logs, cookies, WARC files and the like go to files.
+    for (n, v) in &o.long {
+        let writes = [
+            "output",
+            "append",
+            "save",
+            "warc",
+            "rejected-log",
+            "directory-prefix",
+        ]
+        .iter()
+        .any(|k| n.contains(k) || long_matches(n, k));
+        let document_only = long_matches(n, "output-document") && !long_matches(n, "output-file");
+        if writes && !document_only {
+            match v {
+                Some(p) if *p != "-" => w.write_path(&Arg::lit(p)),
+                _ => w.effect(W),
+            }
+        }
+    }
     let sends = ["post-data", "post-file", "method", "body-data", "body-file"]
         .iter()
         .any(|l| o.long(l));
@@ -2741,32 +3362,91 @@ fn wget(w: &mut Walker<'_>, call: &Call<'_>) {
 fn tar(w: &mut Walker<'_>, call: &Call<'_>) {
     let args = call.args;
     let mut letters = String::new();
-    let mut long: Vec<&str> = Vec::new();
-    let mut archive: Option<&str> = None;
+    let mut long: Vec<(&str, Option<&str>)> = Vec::new();
+    let mut archives: Vec<&str> = Vec::new();
     let mut dirs: Vec<&str> = Vec::new();
+    let mut written: Vec<&str> = Vec::new();
     let mut operands: Vec<&Arg> = Vec::new();
     const VALUE: &str = "fCITXbgHKLMNVF";
+    // Long options that take a value in the next word when not given `=`.
+    const LONG_VALUE: &[&str] = &[
+        "file",
+        "directory",
+        "index-file",
+        "rsh-command",
+        "rmt-command",
+        "use-compress-program",
+        "to-command",
+        "info-script",
+        "new-volume-script",
+        "checkpoint-action",
+        "listed-incremental",
+        "files-from",
+        "exclude-from",
+        "exclude",
+        "exclude-tag",
+        "exclude-tag-all",
+        "exclude-tag-under",
+        "transform",
+        "xform",
+        "owner",
+        "group",
+        "owner-map",
+        "group-map",
+        "mode",
+        "mtime",
+        "label",
+        "volno-file",
+        "tape-length",
+        "blocking-factor",
+        "record-size",
+        "format",
+        "suffix",
+        "newer",
+        "after-date",
+        "newer-mtime",
+        "starting-file",
+        "strip-components",
+        "quoting-style",
+        "quote-chars",
+        "no-quote-chars",
+        "sort",
+        "warning",
+        "hole-detection",
+        "pax-option",
+        "clamp-mtime",
+    ];
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
         let v = a.value.as_str();
         let bundle = i == 0 && !v.starts_with('-');
+        if v == "--" && !a.dynamic {
+            operands.extend(args[i + 1..].iter());
+            break;
+        }
         if let Some(l) = v.strip_prefix("--") {
-            long.push(l);
-            if let Some((n, val)) = l.split_once('=') {
-                if n == "file" {
-                    archive = Some(val);
-                } else if n == "directory" {
+            let (n, val) = match l.split_once('=') {
+                Some((n, val)) => (n, Some(val)),
+                None if LONG_VALUE.iter().any(|f| long_matches(l, f)) => {
+                    i += 1;
+                    (l, args.get(i).map(|a| a.value.as_str()))
+                }
+                None => (l, None),
+            };
+            long.push((n, val));
+            if let Some(val) = val {
+                if long_matches(n, "file") {
+                    archives.push(val);
+                }
+                if long_matches(n, "directory") {
                     dirs.push(val);
                 }
-            } else if ["file", "directory"].contains(&l) {
-                if let Some(next) = args.get(i + 1) {
-                    if l == "file" {
-                        archive = Some(&next.value)
-                    } else {
-                        dirs.push(&next.value)
-                    }
-                    i += 1;
+                if ["index-file", "listed-incremental", "volno-file"]
+                    .iter()
+                    .any(|f| long_matches(n, f))
+                {
+                    written.push(val);
                 }
             }
         } else if bundle || (v.starts_with('-') && v.len() > 1) {
@@ -2776,32 +3456,27 @@ fn tar(w: &mut Walker<'_>, call: &Call<'_>) {
             for (pos, c) in body.char_indices() {
                 letters.push(c);
                 if VALUE.contains(c) {
-                    if bundle {
+                    let value = if bundle {
                         takes += 1;
-                        if let Some(next) = args.get(i + takes) {
-                            match c {
-                                'f' => archive = Some(&next.value),
-                                'C' => dirs.push(&next.value),
-                                _ => {}
-                            }
-                        }
+                        args.get(i + takes).map(|a| a.value.as_str())
                     } else {
-                        let attached = &body[pos + 1..];
-                        let value = if attached.is_empty() {
+                        let attached = &body[pos + c.len_utf8()..];
+                        if attached.is_empty() {
                             takes = 1;
                             args.get(i + 1).map(|a| a.value.as_str())
                         } else {
                             Some(attached)
-                        };
+                        }
+                    };
+                    if let Some(value) = value {
                         match c {
-                            'f' => archive = value,
-                            'C' => {
-                                if let Some(d) = value {
-                                    dirs.push(d)
-                                }
-                            }
+                            'f' => archives.push(value),
+                            'C' => dirs.push(value),
+                            'g' => written.push(value),
                             _ => {}
                         }
+                    }
+                    if !bundle {
                         break;
                     }
                 }
@@ -2812,22 +3487,34 @@ fn tar(w: &mut Walker<'_>, call: &Call<'_>) {
         }
         i += 1;
     }
-    let has_long = |name: &str| {
-        long.iter().any(|l| {
-            l.split('=')
-                .next()
-                .is_some_and(|n| n.len() >= 3 && name.starts_with(n))
-        })
-    };
-    if letters.contains('I')
-        || has_long("use-compress-program")
-        || has_long("to-command")
-        || has_long("checkpoint-action")
-        || has_long("info-script")
-        || has_long("new-volume-script")
-        || has_long("rsh-command")
-    {
+    let has_long = |name: &str| long.iter().any(|(n, _)| long_matches(n, name));
+    const RUNS: &[&str] = &[
+        "use-compress-program",
+        "to-command",
+        "checkpoint-action",
+        "info-script",
+        "new-volume-script",
+        "rsh-command",
+        "rmt-command",
+    ];
+    let runs_named = long.iter().any(|(n, _)| {
+        ["command", "script", "program", "action", "exec"]
+            .iter()
+            .any(|k| n.contains(k))
+    });
+    if letters.contains(['I', 'F']) || runs_named || RUNS.iter().any(|r| has_long(r)) {
         w.unknown("tar is asked to run another program");
+        return;
+    }
+    // An archive named host:path is opened on another host through rsh/ssh.
+    let remote = archives.iter().any(|a| {
+        a.split_once(':')
+            .is_some_and(|(host, _)| !host.is_empty() && !host.contains('/'))
+    });
+    if remote && !has_long("force-local") {
+        w.unknown(
+            "the tar archive names another host (host:path), which tar reaches through rsh/ssh",
+        );
         return;
     }
     let create = letters.contains(['c', 'r', 'u', 'A'])
@@ -2842,12 +3529,15 @@ fn tar(w: &mut Walker<'_>, call: &Call<'_>) {
         || letters.contains('d')
         || has_long("diff")
         || has_long("compare");
-    if let Some(a) = archive {
+    for a in archives {
         if create {
             w.write_path(&Arg::lit(a));
         } else {
             w.path(a);
         }
+    }
+    for p in written {
+        w.write_path(&Arg::lit(p));
     }
     for d in dirs {
         w.path(d);
@@ -3034,7 +3724,7 @@ fn psql(w: &mut Walker<'_>, call: &Call<'_>) {
         }
     }
     for (n, v) in &o.long {
-        if n.len() >= 3 && "command".starts_with(n) {
+        if long_matches(n, "command") {
             if let Some(v) = v {
                 texts.push((
                     (*v).to_string(),
@@ -3171,7 +3861,7 @@ fn mysql(w: &mut Walker<'_>, call: &Call<'_>) {
         }
     }
     for (n, v) in &o.long {
-        if n.len() >= 3 && "execute".starts_with(n) {
+        if long_matches(n, "execute") {
             if let Some(v) = v {
                 texts.push((
                     (*v).to_string(),
@@ -3734,13 +4424,73 @@ fn git(w: &mut Walker<'_>, call: &Call<'_>) {
     let so = opts(sub, "", &[], false);
     let has = |s: &str| sub.iter().any(|a| a.value == s);
     let starts = |p: &str| sub.iter().any(|a| a.value.starts_with(p));
-    if starts("--upload-pack")
-        || starts("--receive-pack")
-        || starts("--exec")
-        || starts("--config")
+    // Long options of the subcommand, before any `--`. git's option parser
+    // takes unique prefixes, so `--up` may be `--upload-pack`.
+    let long: Vec<(&str, Option<&str>)> = sub
+        .iter()
+        .take_while(|a| !a.is("--"))
+        .filter_map(|a| a.value.strip_prefix("--"))
+        .map(|l| match l.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (l, None),
+        })
+        .collect();
+    const RUNS: &[&str] = &[
+        "upload-pack",
+        "receive-pack",
+        "exec",
+        "config",
+        "open-files-in-pager",
+    ];
+    const RUNS_WORDS: &[&str] = &[
+        "pager",
+        "program",
+        "command",
+        "cmd",
+        "exec",
+        "editor",
+        "hook",
+        "tool",
+        "script",
+        "upload-pack",
+        "receive-pack",
+    ];
+    let runs = long.iter().any(|(n, _)| {
+        RUNS.iter().any(|r| long_matches(n, r) || n.starts_with(r))
+            || RUNS_WORDS.iter().any(|k| n.contains(k))
+            || (verb.value == "archive" && long_matches(n, "remote"))
+    });
+    if runs
         || (verb.value == "clone" && (so.has('u') || so.has('c')))
+        || (verb.value == "grep" && so.has('O'))
     {
-        w.unknown("the git options name programs to run");
+        w.unknown("the git options name programs to run or another host to reach");
+        return;
+    }
+    // Read-class subcommands that write a file when asked to.
+    for (n, v) in &long {
+        let output = (long_matches(n, "output") || n.starts_with("output"))
+            && !n.starts_with("output-indicator");
+        if output {
+            match v {
+                Some(p) => w.write_path(&Arg::lit(p)),
+                None => w.effect(W),
+            }
+        }
+    }
+    if verb.value == "archive" {
+        let ao = opts(
+            sub,
+            "o",
+            &["output", "format", "prefix", "remote", "exec"],
+            false,
+        );
+        if let Some(p) = short_text(&ao, 'o') {
+            w.write_path(&Arg::lit(p));
+        }
+    }
+    if verb.value == "help" && !sub.is_empty() {
+        w.unknown("\"git help\" with a topic runs a manual reader or a browser");
         return;
     }
     let first_op = so.operands.first().map(|a| a.value.as_str());

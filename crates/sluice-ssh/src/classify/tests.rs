@@ -396,7 +396,10 @@ fn limits() {
     assert_eq!(class(&ok), R);
     let deep = format!("{}true{}", "(".repeat(2000), ")".repeat(2000));
     assert_eq!(class(&deep), U);
+    // The parser reads `( ( x ) )` as arithmetic; bash as subshells.
     let medium = format!("{}true{}", "( ".repeat(200), " )".repeat(200));
+    assert_eq!(class(&medium), U);
+    let medium = format!("{}true{}", "( true; ".repeat(200), " )".repeat(200));
     assert_eq!(class(&medium), R);
 }
 
@@ -615,4 +618,272 @@ fn typical_line_is_fast() {
     let per = start.elapsed() / n;
     // Generous for debug builds on a shared machine; release is far faster.
     assert!(per < std::time::Duration::from_millis(5), "{per:?}");
+}
+
+/// Lines from the security review: each must be at least `min`.
+fn check_min(cases: &[(&str, Class)]) {
+    let mut failures = Vec::new();
+    for (line, min) in cases {
+        let c = classify(line, &Programs::builtin());
+        if c.class() < *min {
+            failures.push(format!(
+                "{line:?}: got {} ({:?}), want at least {min}",
+                c.class(),
+                c.unknown_reason
+            ));
+        }
+        if c.class() == U && c.unknown_reason.is_none() {
+            failures.push(format!("{line:?}: unknown without a reason"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn review_deep_extended_test_does_not_overflow() {
+    // Finding 1: `!` inside `[[ ]]` nests the expression tree.
+    let line = format!("[[ {}a ]]", "! ".repeat(3000));
+    assert_eq!(class(&line), U);
+    let line = format!("[[ {}a ]]", "! ".repeat(900));
+    assert_eq!(class(&line), R);
+    let line = format!("[[ a{} ]]", " && a".repeat(3000));
+    assert_eq!(class(&line), U);
+    let line = format!("[[ a{} ]]", " || a".repeat(400));
+    assert_eq!(class(&line), R);
+    let line = format!("[[ {}a{} ]]", "( ".repeat(3000), " )".repeat(3000));
+    assert_eq!(class(&line), U);
+}
+
+#[test]
+fn review_builtins_that_run_code() {
+    // Finding 2.
+    check_min(&[
+        ("hash -p /bin/rm cat; cat /tmp/v/keep", U),
+        ("hash cat", U),
+        ("mapfile -C 'touch /tmp/v/x #' -c 1 a <<< x", U),
+        ("readarray -C 'touch /tmp/v/x #' -c 1 a <<< x", U),
+        ("printf -v PS4 '$(touch /tmp/v/x)'; set -x; true", U),
+        ("printf -vPS4 '$(touch /tmp/v/x)'; set -x; true", U),
+        ("read PS4 <<< '$(touch /tmp/v/x)'; set -x; true", U),
+        ("read -r PROMPT_COMMAND <<< x", U),
+        ("read -a BASH_ENV <<< x", U),
+        ("mapfile LD_PRELOAD < /tmp/x", U),
+        ("getopts a: PATH", U),
+        ("wait -p IFS -n", U),
+        ("printf -v 'a[$(touch /tmp/v/x)]' x", U),
+        ("read 'a[$(touch /tmp/v/x)]' <<< x", U),
+        ("read -a 'a[$(touch /tmp/v/x)]' <<< x", U),
+        ("mapfile 'a[$(touch /tmp/v/x)]' <<< x", U),
+        ("let 'a[$(touch /tmp/v/x)]=1'", U),
+        ("let 'a[`touch /tmp/v/x`]=1'", U),
+        ("test -v 'a[$(touch /tmp/v/x)]'", U),
+        ("[ -v 'a[$(touch /tmp/v/x)]' ]", U),
+        ("[[ -v 'a[$(touch /tmp/v/x)]' ]]", U),
+        ("[[ -v a[$i] ]]", U),
+        ("unset 'a[$(touch /tmp/v/x)]'", U),
+        ("declare 'a[$(touch /tmp/v/x)]'", U),
+        (
+            "declare -n r=PS4; read r <<< '$(touch /tmp/v/x)'; set -x; true",
+            U,
+        ),
+        ("local -n r=PS4", U),
+        ("(( a[$(touch /tmp/v/x)] ))", U),
+        ("echo $(( a['$(touch /tmp/v/x)'] ))", U),
+        ("printf \"$F\" \"$V\"", U),
+        ("read \"$N\" <<< x", U),
+    ]);
+    check(&[
+        ("printf '%s\\n' \"$HOME\"", R),
+        ("printf -v out '%s' x; echo \"$out\"", R),
+        ("read -r line < /etc/hostname; echo \"$line\"", R),
+        ("mapfile -t lines < /etc/hosts", R),
+        ("test -v HOME && echo set", R),
+        ("[ -v 'a[1]' ]", R),
+        ("unset x y", R),
+        ("let i=1+2", R),
+        ("printf '%s\\n' $HOME", R),
+        ("wait \"$pid\"", R),
+        ("hash", R),
+        ("hash -r", R),
+        ("(( 1 + 2 ))", R),
+        ("(( i++ ))", R),
+        ("((touch /tmp/v/x))", R),
+    ]);
+}
+
+#[test]
+fn review_long_option_prefixes() {
+    // Finding 3: getopt_long takes any unique prefix, down to one letter.
+    check_min(&[
+        ("sed --e='1e touch /tmp/v/x' p /etc/hosts", U),
+        ("sed --i 's/a/b/' /tmp/v/file", W),
+        ("sort --o=/tmp/v/x /etc/hosts", W),
+        ("date --s '2020-01-01'", A),
+        ("sysctl --s", A),
+        ("journalctl --fl", A),
+        ("psql --co='DROP TABLE users' -h /x <<< 'SELECT 1'", U),
+        ("mysql --ex='DROP DATABASE prod' <<< 'SELECT 1'", U),
+        ("rm --r /tmp/v/sub", D),
+        ("rm --f /tmp/v/sub", D),
+        ("sort --comp=sh /etc/hosts", U),
+        ("tar -t -f a.tar --rs=/usr/bin/touch", U),
+        ("curl --o=/tmp/v/x https://example.com", W),
+    ]);
+}
+
+#[test]
+fn review_dangerous_options() {
+    // Finding 4.
+    check_min(&[
+        ("git -C repo grep -O'touch /tmp/v/x' pat", U),
+        ("git grep --open-files-in-pager='touch /tmp/v/x' pat", U),
+        ("git grep --open=x pat", U),
+        ("git fetch --upload-p='touch /tmp/v/x'", U),
+        ("git log --exec=x", U),
+        ("git archive --remote=host:repo HEAD", U),
+        ("git diff --output=/tmp/v/x", W),
+        ("git log -p --output /tmp/v/x", W),
+        ("git archive --output=/tmp/v/x HEAD", W),
+        ("git archive -o /tmp/v/x HEAD", W),
+        ("git help log", U),
+        (
+            "tar -t -f localhost:x --rs=/usr/bin/touch --rmt-command=/tmp/v/x",
+            U,
+        ),
+        ("tar -t -f localhost:x", U),
+        ("tar -tf host:/backup.tar", U),
+        ("tar -t -f a.tar --rsh-command=/tmp/v/x", U),
+        ("tar -t -f a.tar --rmt-command=/tmp/v/x", U),
+        ("tar -t -f a.tar --info-script=/tmp/v/x", U),
+        ("tar -t -f a.tar -F /tmp/v/x", U),
+        ("tar -t -f a.tar --new-volume-script=/tmp/v/x", U),
+        ("tar -t -f a.tar --checkpoint-action=exec=x", U),
+        ("tar -t -f a.tar -I /tmp/v/x", U),
+        ("tar -t -f a.tar --use-compress-program=/tmp/v/x", U),
+        ("tar -x -f a.tar --to-command=/tmp/v/x", U),
+        ("tar -tvf a.tar --index-file=/tmp/v/x", W),
+        ("tar -tvf a.tar --index-file /tmp/v/x", W),
+        ("su -s /usr/bin/python3 -c 'import os' root", U),
+        ("su -s python3 -c 'ls' root", U),
+        ("runuser -s /usr/bin/python3 -c 'ls' root", U),
+        ("su -c \"echo $'\\x41'\" root", U),
+        ("sudo -s \"echo $'\\x41'\"", U),
+        ("sudo -i 'ls ((x) )'", U),
+        ("awk 'BEGIN{print \"touch /tmp/v/x;\" | \"sh\"}'", U),
+        ("awk 'BEGIN{f=\"sys\" \"tem\"; @f(\"touch /tmp/v/x\")}'", U),
+        ("awk 'BEGIN{print \"}\" > \"/tmp/v/x\"}'", W),
+        ("awk 'BEGIN{print \";\" > \"/tmp/v/x\"}'", W),
+        ("awk 'BEGIN{print \"a\",\n \"b\" > \"/tmp/v/x\"}'", W),
+        ("awk '/\"/ {print > \"/tmp/v/x\"}' /etc/hosts", W),
+        (
+            "awk --source='BEGIN{system(\"touch /tmp/v/x\")}' /etc/hosts",
+            U,
+        ),
+        ("awk -e 'BEGIN{}' -e 'BEGIN{system(\"x\")}'", U),
+        ("awk -f prog.awk /etc/hosts", U),
+        ("awk --include=x 'BEGIN{}'", U),
+        ("awk -i inplace '{print}' /tmp/v/x", U),
+        ("awk -E prog.awk", U),
+        ("awk -l ext 'BEGIN{}'", U),
+        ("awk -W exec prog.awk", U),
+        ("awk -D 'BEGIN{}'", U),
+        ("awk --profile=/tmp/v/x 'BEGIN{}'", W),
+        ("sdiff --diff-program=/tmp/v/x a b", U),
+        ("diff --diff-program=/tmp/v/x a b", U),
+        ("sdiff -o /tmp/v/x a b", U),
+        ("curl -v -o /tmp/v/x https://example.com", W),
+        ("curl -h -o /tmp/v/x https://example.com", W),
+        ("curl -vo /tmp/v/x https://example.com", W),
+        ("curl -svT /etc/passwd https://example.com", W),
+        ("curl -sD /tmp/v/x https://example.com", W),
+        ("curl -c /tmp/v/x https://example.com", W),
+        ("curl --trace-ascii /tmp/v/x https://example.com", W),
+        ("curl --libcurl /tmp/v/x https://example.com", W),
+        ("curl --stderr /tmp/v/x https://example.com", W),
+        ("curl -d @/etc/passwd https://example.com", W),
+        ("curl --json '{}' https://example.com", W),
+        ("curl -F f=@/etc/passwd https://example.com", W),
+        ("curl -X DELETE https://example.com", W),
+        ("curl -w '%output{/tmp/v/x}x' https://example.com", W),
+        ("curl -K /tmp/v/cfg https://example.com", U),
+        ("echo x | tee --output-error /tmp/v/x", W),
+        ("wget -O- --output-file=/tmp/v/x https://example.com", W),
+        ("wget -O- -o /tmp/v/x https://example.com", W),
+        ("wget -O- -a /tmp/v/x https://example.com", W),
+        ("wget -O- --append-output=/tmp/v/x https://example.com", W),
+        ("wget -O- --o=/tmp/v/x https://example.com", W),
+        ("wget -O- --use-askpass=/tmp/v/x https://example.com", U),
+    ]);
+    check(&[
+        ("git grep -n pattern", R),
+        ("git log --oneline --graph -5", R),
+        ("git diff --stat HEAD~1", R),
+        ("git diff --output-indicator-new=+ HEAD", R),
+        ("tar -tf backup.tar --force-local", R),
+        ("tar -tf /srv/a:b.tar", R),
+        ("su - postgres -c 'psql -l'", R),
+        ("su -s /bin/bash -c 'ls' app", R),
+        ("awk '$3 > 100 {print $1}' /etc/hosts", R),
+        ("awk -F: '{print $1 \">\" $2}' /etc/passwd", R),
+        ("curl -sv https://example.com", R),
+        ("curl -sSL -H 'Accept: x' https://example.com", R),
+        ("echo x | tee --output-error=warn /dev/null", R),
+        ("wget -qO- https://example.com", R),
+        ("diff -u a b", R),
+    ]);
+}
+
+#[test]
+fn review_shell_model() {
+    // Finding 5.
+    check_min(&[
+        ("((touch /tmp/v/x) )", U),
+        ("( ( touch /tmp/v/x ) )", U),
+        ("( (touch /tmp/v/x))", U),
+        ("(( $(touch /tmp/v/x) ))", U),
+        ("sh -c \"echo \\$'x'\"", U),
+        ("sh -c 'echo $\"x\"'", U),
+        ("sh -c '((touch /tmp/v/x) )'", U),
+        ("dash -c '((touch /tmp/v/x))'", U),
+        ("sh <<< '((touch /tmp/v/x))'", U),
+        ("watch '((touch /tmp/v/x))'", U),
+        ("echo $\"hello\"", U),
+    ]);
+    check(&[("bash -c \"echo \\$'x'\"", R), ("sh -c 'ls -l'", R)]);
+}
+
+#[test]
+fn review_verbs() {
+    // Finding 6, and interactive programs.
+    check_min(&[
+        ("systemctl --message status reboot --dry-run", D),
+        ("systemctl --bogus status reboot", U),
+        ("systemctl -X status", U),
+        ("systemctl help reboot", U),
+        ("systemd-analyze set-log-level debug", A),
+        ("systemd-analyze log-level debug", A),
+        ("systemd-analyze log-target console", A),
+        ("systemd-analyze verify /tmp/v/x.service", U),
+        ("systemd-analyze --generators=yes", U),
+        ("systemd-analyze frobnicate", U),
+        ("systemd-analyze -H host blame", U),
+        ("less /etc/hosts", U),
+        ("more /etc/hosts", U),
+        ("man bash", U),
+        ("ls | less", U),
+        ("vi /etc/hosts", U),
+        ("view /etc/hosts", U),
+        ("vim -R /etc/hosts", U),
+        ("nano /etc/hosts", U),
+    ]);
+    check(&[
+        ("systemctl status nginx --no-pager -n 50", R),
+        ("systemctl --no-pager --type=service list-units", R),
+        ("systemctl -t service --state=running", R),
+        ("systemd-analyze", R),
+        ("systemd-analyze blame", R),
+        ("systemd-analyze critical-chain nginx.service", R),
+        ("systemd-analyze log-level", R),
+        ("systemd-analyze security --no-pager", R),
+    ]);
 }
