@@ -44,6 +44,21 @@ fn setup_with(
         sshd.connection("web-moved", "")
             .replace(&sshd.host_pub, &other.host_pub),
     );
+    // With root, a local account the gateway logs in to with a password.
+    let conns = match common::sshd::password_user() {
+        Some(user) => format!(
+            "{conns}{}",
+            sshd.connection(
+                "web-pw",
+                "auth = \"password\"\npassword_env = \"SLUICE_TEST_TARGET_PASSWORD\""
+            )
+            .replace(
+                &format!("user = \"{}\"", sshd.user),
+                &format!("user = \"{user}\"")
+            )
+        ),
+        None => conns,
+    };
     let conns = format!("{conns}\n{}", after(&sshd));
     let gw = Gateway::start_with_ssh(gateway_extra, "", ssh_extra, &conns);
     sshd.run(&gateway_ca(&gw));
@@ -196,6 +211,18 @@ fn exec_commands_are_inspected_blocked_masked_and_recorded() {
     let o = ssh(&gw, "web-dev", &dev, &[&format!("ls {w}/nothing-here")]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("nothing-here"), "{}", stderr(&o));
+
+    // A password the gateway holds logs in (as the account made for it),
+    // and shows nowhere.
+    if let Some(user) = common::sshd::password_user() {
+        let pw = gw.token("alice", "web-pw", "10m");
+        let o = ssh(&gw, "web-pw", &pw, &["whoami"]);
+        assert!(o.status.success(), "{} / {}", stderr(&o), sshd.log());
+        assert_eq!(out(&o).trim(), user);
+        assert!(!gw.log_text().contains(TARGET_PASSWORD));
+    } else {
+        eprintln!("not root: the password login to a target is not tested");
+    }
 
     // A target whose host key is not the pinned one is refused.
     let moved = gw.token("alice", "web-moved", "10m");

@@ -83,7 +83,7 @@ impl Sshd {
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\nTrustedUserCAKeys {ca}\nPubkeyAuthentication yes\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
                  PermitRootLogin prohibit-password\nAllowTcpForwarding yes\nSubsystem sftp internal-sftp\n\
                  LogLevel VERBOSE\nMaxStartups 100\n",
                 port = self.port,
@@ -133,6 +133,35 @@ impl Drop for Sshd {
             let _ = c.wait();
         }
     }
+}
+
+/// A local account for password logins (`sluicetest`, with the harness's
+/// target password), made when the tests run as root; `None` otherwise.
+pub fn password_user() -> Option<&'static str> {
+    if !super::is_root() {
+        return None;
+    }
+    const USER: &str = "sluicetest";
+    let exists = Command::new("id")
+        .arg(USER)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !exists {
+        let _ = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", USER])
+            .status();
+    }
+    let mut chpasswd = Command::new("chpasswd")
+        .stdin(Stdio::piped())
+        .spawn()
+        .ok()?;
+    std::io::Write::write_all(
+        chpasswd.stdin.as_mut()?,
+        format!("{USER}:{}\n", super::TARGET_PASSWORD).as_bytes(),
+    )
+    .ok()?;
+    drop(chpasswd.stdin.take());
+    chpasswd.wait().ok()?.success().then_some(USER)
 }
 
 /// The gateway's certificate authority (public key file), created at start.
