@@ -220,6 +220,10 @@ pub(crate) struct Walker<'p> {
     stored_code: bool,
     /// The shell text being walked, innermost last (source spans index it).
     source: Vec<String>,
+    /// A variable that may be in the environment of later commands was
+    /// set (`export X=...`, `HOME=...;`), and is not a harmless one.
+    /// With the number of commands seen when it was set.
+    env_changed: Option<(String, u32)>,
 }
 
 impl<'p> Walker<'p> {
@@ -235,6 +239,7 @@ impl<'p> Walker<'p> {
             arith: false,
             stored_code: false,
             source: Vec::new(),
+            env_changed: None,
         }
     }
 
@@ -243,6 +248,13 @@ impl<'p> Walker<'p> {
             self.unknown(
                 "arithmetic evaluation could run command-substitution text quoted elsewhere in the line",
             );
+        }
+        if let Some((name, at)) = self.env_changed.take() {
+            if self.statements > at {
+                self.unknown(format!(
+                    "{name} is set for the commands that follow, and changes how they behave"
+                ));
+            }
         }
         if self.out.effects.is_empty() {
             self.out.effects.insert(Class::Read);
@@ -520,6 +532,7 @@ impl<'p> Walker<'p> {
             ast::CompoundCommand::BraceGroup(b) => self.list(&b.list),
             ast::CompoundCommand::Subshell(s) => self.list(&s.list),
             ast::CompoundCommand::ForClause(f) => {
+                self.shell_var_set(&f.variable_name, &Arg::unknown("{value}"), false);
                 for w in f.values.iter().flatten() {
                     self.word(&w.value);
                 }
@@ -585,6 +598,11 @@ impl<'p> Walker<'p> {
                         | B::ArithmeticGreaterThanOrEqualTo
                 ) {
                     self.arith = true;
+                    for raw in [&a.value, &b.value] {
+                        let w = self.word(raw);
+                        self.arith_operand(&w, raw);
+                    }
+                    return;
                 }
                 self.word(&a.value);
                 self.word(&b.value);
@@ -596,11 +614,12 @@ impl<'p> Walker<'p> {
         self.statements += 1;
         let mut stdin = Stdin::Unseen;
         let mut argv: Vec<Arg> = Vec::new();
+        let mut assigned: Vec<(String, Arg)> = Vec::new();
         if let Some(prefix) = &cmd.prefix {
             for item in &prefix.0 {
                 match item {
                     ast::CommandPrefixOrSuffixItem::AssignmentWord(a, _) => {
-                        self.assignment(a);
+                        assigned.push(self.assignment(a));
                     }
                     other => self.item(other, &mut argv, &mut stdin),
                 }
@@ -617,8 +636,14 @@ impl<'p> Walker<'p> {
         }
         if argv.is_empty() {
             // Only assignments and redirections: they act on the shell.
+            for (name, value) in &assigned {
+                self.shell_var_set(name, value, false);
+            }
             self.effect(Class::Read);
             return;
+        }
+        for (name, value) in &assigned {
+            self.command_env(&argv[0].value, name, value);
         }
         self.run(&argv, &stdin);
     }
@@ -656,12 +681,13 @@ impl<'p> Walker<'p> {
         self.depth -= 1;
     }
 
-    fn assignment(&mut self, a: &ast::Assignment) {
+    /// Reads an assignment; returns the variable and its value.
+    fn assignment(&mut self, a: &ast::Assignment) -> (String, Arg) {
         let name = match &a.name {
             ast::AssignmentName::VariableName(n) => n.as_str(),
             ast::AssignmentName::ArrayElementName(n, index) => {
                 self.arith = true;
-                self.word(index);
+                self.subscript(index);
                 n.as_str()
             }
         };
@@ -669,17 +695,66 @@ impl<'p> Walker<'p> {
             ast::AssignmentValue::Scalar(w) => {
                 let v = self.word(&w.value);
                 self.env_var(name, &v);
+                (name.to_string(), v)
             }
             ast::AssignmentValue::Array(items) => {
                 for (key, value) in items {
                     if let Some(k) = key {
                         self.arith = true;
-                        self.word(&k.value);
+                        self.subscript(&k.value);
                     }
                     self.word(&value.value);
                 }
-                self.env_var(name, &Arg::unknown("(...)"));
+                let v = Arg::unknown("(...)");
+                self.env_var(name, &v);
+                (name.to_string(), v)
             }
+        }
+    }
+
+    /// An array subscript: bash evaluates it as arithmetic (for indexed
+    /// arrays), where a variable's text can run commands.
+    fn subscript(&mut self, raw: &str) {
+        let a = self.word(raw);
+        if a.is("@") || a.is("*") {
+            return;
+        }
+        self.arith_operand(&a, raw);
+    }
+
+    /// A word bash evaluates as arithmetic after expanding it.
+    pub(crate) fn arith_operand(&mut self, a: &Arg, raw: &str) {
+        let ok = if a.dynamic {
+            !raw.contains(['\\', '\'']) && arith_literal(&raw.replace('"', ""))
+        } else {
+            arith_literal(&a.value)
+        };
+        if !ok {
+            self.unknown(format!(
+                "bash evaluates {} as arithmetic, and a variable's text there can run commands",
+                excerpt(&a.value)
+            ));
+        }
+    }
+
+    /// A variable set for one command (`VAR=x cmd`, `env VAR=x cmd`):
+    /// only harmless ones are accepted.
+    pub(crate) fn command_env(&mut self, program: &str, name: &str, value: &Arg) {
+        if !harmless_env(name, value) {
+            self.unknown(format!(
+                "{name} changes how \"{program}\" behaves, and is not one of the variables the gateway accepts"
+            ));
+        }
+    }
+
+    /// A shell variable set for the rest of the line: when it is or may be
+    /// exported, the commands after it run with it.
+    pub(crate) fn shell_var_set(&mut self, name: &str, value: &Arg, exported: bool) {
+        if harmless_env(name, value) {
+            return;
+        }
+        if (exported || may_be_exported(name)) && self.env_changed.is_none() {
+            self.env_changed = Some((name.to_string(), self.statements));
         }
     }
 
@@ -988,7 +1063,11 @@ impl<'p> Walker<'p> {
                 if let Some(l) = length {
                     t.push(l.value.as_str());
                 }
-                (Some(parameter), *indirect, t)
+                for raw in &t {
+                    let a = self.word(raw);
+                    self.arith_operand(&a, raw);
+                }
+                (Some(parameter), *indirect, vec![])
             }
             ParameterExpr::Transform {
                 parameter,
@@ -1022,7 +1101,14 @@ impl<'p> Walker<'p> {
         }
         if let Some(Parameter::NamedWithIndex { index, .. }) = parameter {
             self.arith = true;
-            self.word(index);
+            self.subscript(index);
+        }
+        if let ParameterExpr::AssignDefaultValues {
+            parameter: Parameter::Named(name),
+            ..
+        } = e
+        {
+            self.shell_var_set(name, &Arg::unknown("{value}"), false);
         }
         for t in texts {
             self.word(t);
@@ -1035,6 +1121,12 @@ impl<'p> Walker<'p> {
             self.unknown(
                 "an array subscript in arithmetic holds a command substitution, which bash runs when it evaluates it",
             );
+        }
+        if !arith_literal(text) {
+            self.unknown(format!(
+                "the arithmetic {} names a variable; bash evaluates a variable's text as arithmetic, which can run commands",
+                excerpt(text)
+            ));
         }
         if text.contains(['$', '`']) {
             self.word(text);
@@ -1071,8 +1163,89 @@ impl<'p> Walker<'p> {
         };
         if assigns {
             self.env_var(base, &Arg::unknown("{value}"));
+            self.shell_var_set(base, &Arg::unknown("{value}"), false);
         }
     }
+}
+
+/// Whether arithmetic text holds only numbers, operators and expansions
+/// that are numbers (`$#`, `$?`, `$$`, `$!`, `${#name}`): nothing whose
+/// text bash would evaluate in turn.
+pub(crate) fn arith_literal(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b' ' | b'\t' | b'\n' => i += 1,
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'<' | b'>' | b'=' | b'!' | b'&' | b'|' | b'^'
+            | b'~' | b'?' | b':' | b',' | b'(' | b')' => i += 1,
+            b'0'..=b'9' => {
+                // 10, 0x1f, 8#17, 36#zz: a number, whatever the base.
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'#' | b'_' | b'@'))
+                {
+                    i += 1;
+                }
+            }
+            b'$' => {
+                let rest = &text[i + 1..];
+                if rest.starts_with(['#', '?', '$', '!']) {
+                    i += 2;
+                } else if let Some(inner) = rest.strip_prefix("{#") {
+                    let Some(end) = inner.find('}') else {
+                        return false;
+                    };
+                    let name = &inner[..end];
+                    let name = name
+                        .strip_suffix("[@]")
+                        .or_else(|| name.strip_suffix("[*]"))
+                        .unwrap_or(name);
+                    if !name.is_empty()
+                        && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        return false;
+                    }
+                    i += 3 + end + 1;
+                } else {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Environment variables a command may be given without changing what it
+/// does beyond its output's language, time zone or layout.
+pub(crate) fn harmless_env(name: &str, value: &Arg) -> bool {
+    if value.dynamic {
+        return false;
+    }
+    let v = value.value.as_str();
+    let plain = !v.contains(['/', '\\', '$', '`']) && !v.contains("..");
+    match name {
+        "LANG" | "LANGUAGE" | "TERM" | "COLUMNS" | "LINES" => plain,
+        n if n.starts_with("LC_") && is_env_name(n) => plain,
+        "TZ" => !v.contains("..") && !v.contains(['$', '`']),
+        "NO_COLOR" | "CLICOLOR" | "CLICOLOR_FORCE" | "FORCE_COLOR" => plain,
+        "PAGER" | "GIT_PAGER" | "SYSTEMD_PAGER" | "MANPAGER" => matches!(v, "" | "cat"),
+        _ => false,
+    }
+}
+
+fn is_env_name(n: &str) -> bool {
+    n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether a shell variable may already be in the environment, so that
+/// setting it changes what later commands see: environment variables are
+/// upper case by convention (and the proxy settings are lower case).
+fn may_be_exported(name: &str) -> bool {
+    let upper = name.chars().any(|c| c.is_ascii_uppercase())
+        && !name.chars().any(|c| c.is_ascii_lowercase());
+    upper || name.ends_with("_proxy") || name.ends_with("_PROXY")
 }
 
 /// Directories a program given by path is trusted from.
@@ -1339,7 +1512,10 @@ fn plain_arithmetic(text: &str) -> Result<(), &'static str> {
                     .ok_or("its parentheses do not balance, so bash may read it as subshells")?;
                 last_operand = true;
             }
-            c if c.is_ascii_alphanumeric() || c == '_' => {
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                return Err("it names a variable; bash evaluates a variable's text as arithmetic, which can run commands");
+            }
+            c if c.is_ascii_digit() => {
                 if last_operand {
                     return Err("it is not a plain expression (bash may read it as commands)");
                 }

@@ -234,9 +234,7 @@ fn table() -> HashMap<&'static str, Spec> {
             "lsusb",
             "lsmod",
             "lsblk",
-            "blkid",
             "lsof",
-            "ss",
             "netstat",
             "ping",
             "ping6",
@@ -248,14 +246,12 @@ fn table() -> HashMap<&'static str, Spec> {
             "getent",
             "last",
             "lastb",
-            "lastlog",
             "w",
             "who",
             "vmstat",
             "iostat",
             "mpstat",
             "pidstat",
-            "sar",
             "findmnt",
             "mountpoint",
             "tty",
@@ -269,7 +265,6 @@ fn table() -> HashMap<&'static str, Spec> {
             "times",
             "jobs",
             "shopt",
-            "set",
             "help",
             "exit",
             "return",
@@ -288,9 +283,6 @@ fn table() -> HashMap<&'static str, Spec> {
             "whereis",
             "whatis",
             "apropos",
-            "iptables-save",
-            "ip6tables-save",
-            "apt-cache",
             "dpkg-query",
             "lsattr",
             "getfacl",
@@ -442,7 +434,7 @@ fn table() -> HashMap<&'static str, Spec> {
     files(&mut t, R, "tBx", false, &["df"]);
     files(&mut t, R, "cf", false, &["stat"]);
     files(&mut t, R, "IwT", false, &["ls", "dir", "vdir"]);
-    files(&mut t, R, "LPI", false, &["tree"]);
+    files(&mut t, R, "LPIo", false, &["tree"]);
     files(&mut t, R, "bcdf", false, &["cut"]);
     files(&mut t, R, "w", false, &["fold", "fmt", "base64"]);
     files(&mut t, R, "AjNtw", false, &["od"]);
@@ -584,6 +576,19 @@ fn table() -> HashMap<&'static str, Spec> {
     h(&mut t, unset, U, U, &["unset"]);
     h(&mut t, wait, R, U, &["wait"]);
     h(&mut t, let_cmd, R, R, &["let"]);
+    h(&mut t, set_cmd, U, U, &["set"]);
+    h(&mut t, blkid, W, W, &["blkid"]);
+    h(&mut t, ss, A, A, &["ss"]);
+    h(&mut t, lastlog, A, A, &["lastlog"]);
+    h(&mut t, sar, W, W, &["sar"]);
+    h(
+        &mut t,
+        rules_save,
+        W,
+        W,
+        &["iptables-save", "ip6tables-save"],
+    );
+    h(&mut t, apt_cache, U, U, &["apt-cache"]);
     h(&mut t, test, R, R, &["test", "["]);
     h(&mut t, hash, U, U, &["hash"]);
     h(
@@ -903,6 +908,9 @@ fn version_query(args: &[Arg]) -> bool {
 
 fn files(w: &mut Walker<'_>, call: &Call<'_>, class: Class, value_opts: &str, pattern: bool) {
     let o = opts(call.args, value_opts, &[], false);
+    if !file_options(w, call, &o) {
+        return;
+    }
     let skip =
         usize::from(pattern && !o.has('e') && !o.has('f') && o.long_value("regexp").is_none());
     for a in o.operands.iter().skip(skip) {
@@ -918,6 +926,149 @@ fn files(w: &mut Walker<'_>, call: &Call<'_>, class: Class, value_opts: &str, pa
         }
     }
     w.effect(class);
+}
+
+/// Options of the plain file programs that do more than read or write
+/// their operands: each program's options that run, load or write
+/// something are refused or classified; for the decompressors, whose
+/// option sets are large, only a few known options are accepted.
+/// Returns false when the call is settled (unknown).
+fn file_options(w: &mut Walker<'_>, call: &Call<'_>, o: &Opts<'_>) -> bool {
+    let name = call.name;
+    let long = |full: &str| o.long.iter().any(|(n, _)| long_matches(n, full));
+    // ripgrep does not take abbreviations of long options.
+    let exact = |full: &str| o.long.iter().any(|(n, _)| *n == full);
+    let hazard: Option<String> = match name {
+        "file" if o.has('C') || o.has('m') || long("compile") || long("magic-file") => {
+            Some("\"file -C/-m\" compiles or loads a magic file".to_string())
+        }
+        "rg" if o.has('z')
+            || ["pre", "pre-glob", "search-zip", "hostname-bin"]
+                .iter()
+                .any(|l| exact(l)) =>
+        {
+            Some("\"rg --pre/--search-zip/--hostname-bin\" runs other programs".to_string())
+        }
+        "diff3" if long("diff-program") => {
+            Some("\"diff3 --diff-program\" runs another program".to_string())
+        }
+        "install" if long("strip-program") => {
+            Some("\"install --strip-program\" runs another program".to_string())
+        }
+        "split" if long("filter") => Some("\"split --filter\" runs a shell command".to_string()),
+        "zcat" | "bzcat" | "xzcat" | "zstdcat"
+            if !o.long.is_empty() || o.short.iter().any(|(c, _)| !"qvfkcd".contains(*c)) =>
+        {
+            Some(format!(
+                "\"{name}\" is given an option the gateway does not know to be harmless"
+            ))
+        }
+        _ => None,
+    };
+    if let Some(reason) = hazard {
+        w.unknown(reason);
+        return false;
+    }
+    // A word expanded at run time could be any of those options.
+    const HAZARDOUS: &[&str] = &[
+        "file", "rg", "diff3", "install", "split", "zcat", "bzcat", "xzcat", "zstdcat", "tree",
+    ];
+    if HAZARDOUS.contains(&name) {
+        if let Some(a) = call.args.iter().find(|a| {
+            a.dynamic
+                && !a
+                    .value
+                    .starts_with(|c: char| c != '-' && c != '$' && c != '`')
+        }) {
+            w.unknown(format!(
+                "an argument of \"{name}\" (\"{}\") is only known when the command runs, and could be an option that runs or writes something",
+                a.value
+            ));
+            return false;
+        }
+    }
+    if name == "tree" {
+        if let Some(p) = short_text(o, 'o') {
+            w.write_path(&Arg::lit(p));
+        }
+        if o.has('R') {
+            // -R writes 00Tree.html into every directory.
+            w.effect(W);
+        }
+    }
+    true
+}
+
+/// `blkid -c FILE` and `-g` write the cache.
+fn blkid(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(call.args, "cosStLUnuOpw", &[], false);
+    if let Some(p) = short_text(&o, 'c') {
+        w.write_path(&Arg::lit(p));
+    }
+    if o.has('g') || o.has('w') {
+        w.effect(W);
+    }
+    w.effect(R);
+}
+
+/// `ss -K` kills sockets; `-D FILE` dumps raw data to a file.
+fn ss(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(
+        call.args,
+        "fADFN",
+        &["family", "query", "diag", "filter", "net"],
+        false,
+    );
+    if o.has('K') || o.long("kill") {
+        w.effect(A);
+    }
+    if let Some(p) = short_text(&o, 'D').or_else(|| o.long_value("diag").flatten()) {
+        w.write_path(&Arg::lit(p));
+    } else if o.has('D') || o.long("diag") {
+        w.effect(W);
+    }
+    w.effect(R);
+}
+
+/// `sar -o FILE` saves the samples to a file.
+fn sar(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(call.args, "oefIinPms", &[], false);
+    if let Some(p) = short_text(&o, 'o') {
+        w.write_path(&Arg::lit(p));
+    }
+    w.effect(R);
+}
+
+/// `iptables-save -f FILE` writes the rules to a file.
+fn rules_save(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(call.args, "tfM", &["table", "file", "modprobe"], false);
+    if o.has('M')
+        || o.long
+            .iter()
+            .any(|(n, _)| n.len() > 1 && long_matches(n, "modprobe"))
+    {
+        w.unknown("\"iptables-save --modprobe\" runs another program");
+        return;
+    }
+    if let Some(p) = short_text(&o, 'f').or_else(|| o.long_value("file").flatten()) {
+        w.write_path(&Arg::lit(p));
+    }
+    w.effect(R);
+}
+
+/// `lastlog -C/--clear` and `-S/--set` change the login records.
+fn lastlog(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = opts(
+        call.args,
+        "bRtu",
+        &["before", "root", "time", "user"],
+        false,
+    );
+    if o.has('C') || o.has('S') || o.long("clear") || o.long("set") {
+        w.effect(A);
+    } else {
+        w.effect(R);
+    }
 }
 
 // ---------------------------------------------------------------------
@@ -1098,6 +1249,9 @@ fn env_cmd(w: &mut Walker<'_>, call: &Call<'_>) {
                     ..a.clone()
                 };
                 w.env_var(name, &v);
+                if let Some(program) = call.args[o.rest..].iter().find(|a| !a.value.contains('=')) {
+                    w.command_env(&program.value, name, &v);
+                }
                 rest = &rest[1..];
             }
             _ => break,
@@ -1332,8 +1486,13 @@ fn declare(w: &mut Walker<'_>, call: &Call<'_>) {
         return;
     }
     if o.has('i') {
-        w.arith_context();
+        w.unknown(format!(
+            "\"{} -i\" makes bash evaluate the variable's values as arithmetic, which can run commands",
+            call.name
+        ));
+        return;
     }
+    let exported = call.name == "export" || o.has('x');
     for a in &o.operands {
         let literal_name = a
             .value
@@ -1346,8 +1505,20 @@ fn declare(w: &mut Walker<'_>, call: &Call<'_>) {
             ));
         }
         if let Some((name, value)) = a.value.split_once('=') {
+            if value.starts_with('(') && !plain_compound(a, value) {
+                w.unknown(format!(
+                    "\"{}\" is given the compound assignment \"{}\", which bash parses again and can run commands",
+                    call.name, a.value
+                ));
+                return;
+            }
             let name = name.trim_end_matches('+');
             let base = name.split('[').next().unwrap_or(name);
+            let v = Arg {
+                value: value.to_string(),
+                ..(*a).clone()
+            };
+            w.shell_var_set(base, &v, exported);
             if base.len() != name.len() {
                 w.arith_context();
                 if !a.dynamic {
@@ -1364,7 +1535,90 @@ fn declare(w: &mut Walker<'_>, call: &Call<'_>) {
         } else if a.value.contains('[') {
             w.arith_context();
             w.var_name(call.name, a, false);
+        } else if exported {
+            let v = if a.dynamic {
+                (*a).clone()
+            } else {
+                Arg::lit("")
+            };
+            w.shell_var_set(&a.value, &v, true);
         }
+    }
+    w.effect(R);
+}
+
+/// `declare a=(1 2)`: a compound value with nothing bash could expand or
+/// evaluate when it parses it again.
+fn plain_compound(a: &Arg, value: &str) -> bool {
+    let Some(inner) = value.strip_prefix('(').and_then(|v| v.strip_suffix(')')) else {
+        return false;
+    };
+    !a.dynamic
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _.,:/@%+=-".contains(c))
+}
+
+/// `set`: options that export every assignment (`-a`) or put assignments
+/// among arguments into the environment (`-k`) change what later commands
+/// see; the other options only affect how the shell reports.
+fn set_cmd(w: &mut Walker<'_>, call: &Call<'_>) {
+    const FLAGS: &str = "eEuxvfnCBhHPTbm";
+    const NAMES: &[&str] = &[
+        "errexit",
+        "errtrace",
+        "nounset",
+        "xtrace",
+        "verbose",
+        "noglob",
+        "noexec",
+        "noclobber",
+        "braceexpand",
+        "hashall",
+        "histexpand",
+        "physical",
+        "functrace",
+        "notify",
+        "monitor",
+        "pipefail",
+        "history",
+        "ignoreeof",
+        "posix",
+    ];
+    let mut i = 0;
+    while i < call.args.len() {
+        let a = &call.args[i];
+        let v = a.value.as_str();
+        if a.dynamic {
+            w.unknown("an option of \"set\" is only known when the command runs");
+            return;
+        }
+        if v == "--" || v == "-" || !(v.starts_with('-') || v.starts_with('+')) {
+            break;
+        }
+        if v == "-o" || v == "+o" {
+            match call.args.get(i + 1) {
+                None => {}
+                Some(n) if n.dynamic || !NAMES.contains(&n.value.as_str()) => {
+                    w.unknown(format!(
+                        "\"set -o {}\" is not a shell option the gateway accepts (allexport and keyword export variables)",
+                        n.value
+                    ));
+                    return;
+                }
+                Some(_) => {}
+            }
+            i += 2;
+            continue;
+        }
+        if let Some(c) = v[1..].chars().find(|c| !FLAGS.contains(*c)) {
+            w.unknown(format!(
+                "\"set {}{c}\" is not a shell option the gateway accepts (-a and -k export variables)",
+                &v[..1]
+            ));
+            return;
+        }
+        i += 1;
     }
     w.effect(R);
 }
@@ -1474,6 +1728,13 @@ fn wait(w: &mut Walker<'_>, call: &Call<'_>) {
 fn let_cmd(w: &mut Walker<'_>, call: &Call<'_>) {
     w.arith_context();
     for a in call.args {
+        if a.dynamic || !super::arith_literal(&a.value) {
+            w.unknown(format!(
+                "\"let {}\" names a variable; bash evaluates a variable's text as arithmetic, which can run commands",
+                a.value
+            ));
+            return;
+        }
         if a.value.contains('[') && (a.value.contains("$(") || a.value.contains('`')) {
             w.unknown("\"let\" evaluates an array subscript holding a command substitution");
             return;
@@ -2285,29 +2546,103 @@ fn sysctl(w: &mut Walker<'_>, call: &Call<'_>) {
     }
 }
 
+/// iproute2's global options, in the order `ip` tries them: an option
+/// given as any prefix of one is that one (`-b` is `-batch`), so the
+/// first match wins. `true`: it takes a value.
+const IP_OPTIONS: &[(&str, bool)] = &[
+    ("-loops", true),
+    ("-family", true),
+    ("-4", false),
+    ("-6", false),
+    ("-0", false),
+    ("-M", false),
+    ("-B", false),
+    ("-I", false),
+    ("-D", false),
+    ("-human", false),
+    ("-human-readable", false),
+    ("-iec", false),
+    ("-stats", false),
+    ("-statistics", false),
+    ("-details", false),
+    ("-resolve", false),
+    ("-oneline", false),
+    ("-timestamp", false),
+    ("-tshort", false),
+    ("-Version", false),
+    ("-force", false),
+    ("-batch", true),
+    ("-brief", false),
+    ("-json", false),
+    ("-pretty", false),
+    ("-rcvbuf", true),
+    ("-color", false),
+    ("-netns", true),
+    ("-Numeric", false),
+    ("-all", false),
+];
+
 fn ip(w: &mut Walker<'_>, call: &Call<'_>) {
-    let o = opts(call.args, "fbrn", &["family", "batch", "netns"], true);
-    if o.has('b') || o.long("batch") || o.long("force") {
-        w.unknown("\"ip -batch\" reads commands from a file");
-        return;
+    let args = call.args;
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a.dynamic {
+            w.unknown(format!(
+                "an argument of \"ip\" (\"{}\") is only known when the command runs",
+                a.value
+            ));
+            return;
+        }
+        let v = a.value.as_str();
+        if v == "--" {
+            i += 1;
+            break;
+        }
+        if !v.starts_with('-') {
+            break;
+        }
+        // `--opt` is read as `-opt`; `-color=auto` takes its value attached.
+        let opt = v
+            .strip_prefix('-')
+            .filter(|o| o.starts_with('-'))
+            .unwrap_or(v);
+        let opt = if opt.starts_with("-c") {
+            opt.split('=').next().unwrap_or(opt)
+        } else {
+            opt
+        };
+        let matched = if opt.len() < 2 {
+            None
+        } else {
+            IP_OPTIONS.iter().find(|(full, _)| full.starts_with(opt))
+        };
+        match matched {
+            Some(("-batch" | "-force", _)) => {
+                w.unknown("\"ip -batch\" reads commands from a file");
+                return;
+            }
+            Some((_, true)) => i += 2,
+            Some((_, false)) => i += 1,
+            None => {
+                w.unknown(format!("\"ip {v}\" is not an option the gateway knows"));
+                return;
+            }
+        }
     }
-    let rest = &call.args[o.rest..];
-    let verb = rest.get(1).map(|a| a.value.as_str());
+    let rest = &args[i.min(args.len())..];
     let object = rest.first().map(|a| a.value.as_str());
-    if object == Some("netns") && verb == Some("exec") {
+    let verb = rest.get(1).map(|a| a.value.as_str());
+    if object == Some("netns") && verb.is_some_and(|v| "exec".starts_with(v)) {
         w.unknown("\"ip netns exec\" runs another program");
         return;
     }
+    // Only the full words and the prefixes that mean "show" for every
+    // object: iproute2 resolves prefixes in each object's own order
+    // (`ip link s` is `set`), so shorter ones are not taken as reads.
     match verb {
         None => w.effect(R),
-        Some(v)
-            if [
-                "show", "list", "ls", "get", "lst", "sh", "s", "l", "help", "monitor",
-            ]
-            .contains(&v) =>
-        {
-            w.effect(R)
-        }
+        Some("show" | "sho" | "sh" | "list" | "lst" | "ls" | "get" | "help") => w.effect(R),
         Some(_) if object == Some("help") => w.effect(R),
         Some(_) => w.effect(A),
     }
@@ -2653,9 +2988,15 @@ fn service(w: &mut Walker<'_>, call: &Call<'_>) {
 
 fn journalctl(w: &mut Walker<'_>, call: &Call<'_>) {
     let o = opts(call.args, "bnpuUtSoFIDMcm", &[], false);
+    if o.long.iter().any(|(n, _)| n.starts_with("cursor-")) {
+        w.effect(W);
+    }
     let admin = o.long.iter().any(|(n, _)| {
         n.starts_with("vacuum")
             || [
+                "vacuum-size",
+                "vacuum-files",
+                "vacuum-time",
                 "rotate",
                 "flush",
                 "sync",
@@ -2685,7 +3026,7 @@ fn crontab(w: &mut Walker<'_>, call: &Call<'_>) {
 fn iptables(w: &mut Walker<'_>, call: &Call<'_>) {
     let o = opts(
         call.args,
-        "tjgpsdioWmw",
+        "tjgpsdioWmwM",
         &[
             "table",
             "jump",
@@ -2698,9 +3039,18 @@ fn iptables(w: &mut Walker<'_>, call: &Call<'_>) {
             "match",
             "wait",
             "wait-interval",
+            "modprobe",
         ],
         false,
     );
+    if o.has('M')
+        || o.long
+            .iter()
+            .any(|(n, _)| n.len() > 1 && long_matches(n, "modprobe"))
+    {
+        w.unknown("\"iptables --modprobe\" runs another program");
+        return;
+    }
     const CHANGE: &str = "AIDRFXPNZE";
     const CHANGE_LONG: &[&str] = &[
         "append",
@@ -2733,49 +3083,101 @@ fn nft(w: &mut Walker<'_>, call: &Call<'_>) {
         w.effect(A);
         return;
     }
+    // Every option must be a known output option; `-i` is interactive.
+    let known = o
+        .short
+        .iter()
+        .all(|(c, _)| "ansjtyNSecvhdIT".contains(*c) && *c != 'd')
+        && o.long.iter().all(|(n, _)| {
+            [
+                "handle",
+                "numeric",
+                "stateless",
+                "json",
+                "terse",
+                "guid",
+                "numeric-priority",
+                "numeric-protocol",
+                "numeric-time",
+                "service",
+                "reversedns",
+                "echo",
+                "check",
+                "version",
+                "help",
+                "includepath",
+            ]
+            .iter()
+            .any(|l| long_matches(n, l))
+        });
     let rest = &call.args[o.rest..];
-    let first = rest.first().map(|a| a.value.as_str());
-    let one_word = rest.len() == 1 && rest[0].value.contains(' ');
-    let verb = if one_word {
-        rest[0].value.split_whitespace().next()
-    } else {
-        first
-    };
-    w.effect(match verb {
-        Some("list" | "describe") | None if !one_word || !rest[0].value.contains(';') => {
-            if verb.is_none() && (o.has('v') || o.long("version") || o.has('h')) {
-                R
-            } else if verb.is_none() {
-                A
-            } else {
-                R
-            }
+    if rest.is_empty() {
+        let info = o.has('v') || o.has('h') || o.long("version") || o.long("help");
+        if info && known {
+            w.effect(R);
+        } else {
+            w.unknown("\"nft\" without a command reads commands the gateway cannot see");
         }
+        return;
+    }
+    // nft joins its arguments and reads them as a script: `;` (or a
+    // newline) starts another command, whatever word it is in.
+    let several = rest.iter().any(|a| {
+        a.dynamic || a.value.starts_with('-') || a.value.contains([';', '\n', '\r', '{', '}', '#'])
+    });
+    if !known || several {
+        w.unknown(
+            "the nft arguments hold more than one command or options the gateway does not know",
+        );
+        return;
+    }
+    let first = rest[0].value.split_whitespace().next();
+    w.effect(match first {
+        Some("list" | "describe") => R,
         _ => A,
     });
 }
 
 fn ufw(w: &mut Walker<'_>, call: &Call<'_>) {
-    let verb = call
-        .args
-        .iter()
-        .find(|a| !a.value.starts_with('-'))
-        .map(|a| a.value.as_str());
-    w.effect(match verb {
-        Some("status" | "show" | "version" | "help" | "app") => {
-            if verb == Some("app")
-                && !call
-                    .args
-                    .iter()
-                    .any(|a| a.value == "list" || a.value == "info")
-            {
-                A
-            } else {
-                R
-            }
+    let mut dry = false;
+    let mut ops: Vec<&str> = Vec::new();
+    for a in call.args {
+        if a.dynamic {
+            w.unknown("an argument of \"ufw\" is only known when the command runs");
+            return;
         }
-        _ => A,
-    });
+        match a.value.as_str() {
+            "--dry-run" => dry = true,
+            "--version" | "--help" | "-h" if ops.is_empty() => {}
+            v if v.starts_with('-') && ops.is_empty() => {
+                w.unknown(format!("\"ufw {v}\" is not an option the gateway knows"));
+                return;
+            }
+            v => ops.push(v),
+        }
+    }
+    let read = matches!(
+        ops.as_slice(),
+        [] | ["status"]
+            | ["status", "verbose" | "numbered"]
+            | ["version"]
+            | ["help"]
+            | ["app", "list"]
+            | ["app", "info", _]
+            | [
+                "show",
+                "raw"
+                    | "builtins"
+                    | "before-rules"
+                    | "user-rules"
+                    | "after-rules"
+                    | "logging-rules"
+                    | "listening"
+                    | "added",
+            ]
+    );
+    let _ = dry;
+    w.effect(if read { R } else { A });
 }
 
 fn firewall_cmd(w: &mut Walker<'_>, call: &Call<'_>) {
@@ -2897,19 +3299,48 @@ fn dpkg(w: &mut Walker<'_>, call: &Call<'_>) {
 fn rpm(w: &mut Walker<'_>, call: &Call<'_>) {
     let o = opts(
         call.args,
-        "",
-        &["root", "dbpath", "define", "eval", "macros", "rcfile"],
+        "DE",
+        &[
+            "root",
+            "dbpath",
+            "define",
+            "eval",
+            "macros",
+            "rcfile",
+            "qf",
+            "queryformat",
+            "pipe",
+            "load",
+        ],
         false,
     );
-    let reads = o.has('q')
-        || o.has('V')
-        || o.long("query")
-        || o.long("verify")
-        || o.long("version")
-        || o.long("help")
-        || o.long("showrc")
-        || o.long("checksig")
-        || o.has('K');
+    // Macros are expanded with shell escapes (`%(cmd)`, `%{lua:...}`).
+    let evaluates = o.has('D')
+        || o.has('E')
+        || [
+            "define", "eval", "macros", "rcfile", "root", "dbpath", "pipe", "load", "specfile",
+            "showrc",
+        ]
+        .iter()
+        .any(|l| o.long(l));
+    let qf = o
+        .long
+        .iter()
+        .filter(|(n, _)| long_matches(n, "queryformat") || *n == "qf")
+        .any(|(_, v)| {
+            v.is_none_or(|f| {
+                f.contains("%(")
+                    || f.contains("%{lua")
+                    || f.contains("%{expand")
+                    || f.contains("%{shell")
+            })
+        });
+    if evaluates || qf || call.args.iter().any(|a| a.dynamic) {
+        w.unknown(
+            "the rpm options evaluate macros, which can run commands, or use another database",
+        );
+        return;
+    }
     let changes = o.has('i') && !o.has('q')
         || o.has('U')
         || o.has('F')
@@ -2928,7 +3359,67 @@ fn rpm(w: &mut Walker<'_>, call: &Call<'_>) {
         ]
         .iter()
         .any(|l| o.long(l));
-    w.effect(if reads && !changes { R } else { A });
+    if changes {
+        w.effect(A);
+        return;
+    }
+    const QUERY_SHORT: &str = "qalicdfpRsvg";
+    const QUERY_LONG: &[&str] = &[
+        "query",
+        "all",
+        "list",
+        "info",
+        "configfiles",
+        "docfiles",
+        "file",
+        "package",
+        "requires",
+        "provides",
+        "whatprovides",
+        "whatrequires",
+        "changelog",
+        "changes",
+        "last",
+        "state",
+        "scripts",
+        "triggers",
+        "triggerscripts",
+        "filesbypkg",
+        "dump",
+        "qf",
+        "queryformat",
+        "nodigest",
+        "nosignature",
+        "quiet",
+        "verbose",
+        "conflicts",
+        "obsoletes",
+        "recommends",
+        "suggests",
+        "supplements",
+        "enhances",
+        "xml",
+        "licensefiles",
+        "artifactfiles",
+        "fileprovide",
+        "filerequire",
+        "filecaps",
+        "fileclass",
+        "filecolor",
+        "noartifact",
+        "noghost",
+        "noconfig",
+    ];
+    let query = (o.has('q') || o.long("query"))
+        && o.short.iter().all(|(c, _)| QUERY_SHORT.contains(*c))
+        && o.long.iter().all(|(n, _)| QUERY_LONG.contains(n));
+    let version =
+        call.args.len() == 1 && matches!(call.args[0].value.as_str(), "--version" | "--help");
+    if query || version {
+        w.effect(R);
+    } else {
+        w.unknown("not an rpm query the gateway knows to be a read");
+    }
 }
 
 fn yum(w: &mut Walker<'_>, call: &Call<'_>) {
@@ -3002,27 +3493,102 @@ fn apk(w: &mut Walker<'_>, call: &Call<'_>) {
     }
 }
 
-fn pip(w: &mut Walker<'_>, call: &Call<'_>) {
-    let verb = first_operand(
+/// `apt-cache`: known read verbs with known options; `-o`/`-c` set any
+/// APT option (some name programs to run).
+fn apt_cache(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = match strict_opts(
         call.args,
         "",
-        &["python", "cache-dir", "log", "proxy", "timeout"],
-    );
-    const READ: &[&str] = &[
-        "list", "show", "freeze", "check", "search", "help", "index", "inspect", "debug", "hash",
-    ];
-    match verb {
-        Some(v) if READ.contains(&v) => w.effect(R),
-        Some("config")
-            if call
-                .args
-                .iter()
-                .any(|a| matches!(a.value.as_str(), "list" | "get" | "debug")) =>
-        {
-            w.effect(R)
+        "nfaiqhv",
+        &[],
+        &[
+            "names-only",
+            "full",
+            "all-versions",
+            "no-all-versions",
+            "important",
+            "installed",
+            "recurse",
+            "no-pre-depends",
+            "no-depends",
+            "no-recommends",
+            "no-suggests",
+            "no-conflicts",
+            "no-breaks",
+            "no-replaces",
+            "no-enhances",
+            "all-names",
+            "quiet",
+            "help",
+            "version",
+        ],
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            w.unknown(format!("apt-cache: {e}"));
+            return;
         }
-        None if version_query(call.args) => w.effect(R),
-        _ => w.effect(A),
+    };
+    match o.operands.first().map(|a| a.value.as_str()) {
+        None if o.has('v') || o.has('h') || o.long("version") || o.long("help") => w.effect(R),
+        Some(
+            "show" | "showsrc" | "policy" | "search" | "depends" | "rdepends" | "showpkg"
+            | "madison" | "stats" | "pkgnames" | "dump" | "dumpavail" | "unmet" | "xvcg" | "dotty",
+        ) => w.effect(R),
+        Some("gencaches") => w.effect(W),
+        _ => w.unknown("not an apt-cache command the gateway knows to be a read"),
+    }
+}
+
+/// `pip`: only the listing commands, with known options. Anything else
+/// can install code, run a build or load another interpreter.
+fn pip(w: &mut Walker<'_>, call: &Call<'_>) {
+    let o = match strict_opts(
+        call.args,
+        "",
+        "olvqfuaeV",
+        &["format", "exclude", "path"],
+        &[
+            "outdated",
+            "uptodate",
+            "local",
+            "user",
+            "verbose",
+            "quiet",
+            "not-required",
+            "editable",
+            "exclude-editable",
+            "include-editable",
+            "files",
+            "all",
+            "version",
+            "disable-pip-version-check",
+            "no-color",
+            "no-input",
+            "pre",
+        ],
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            w.unknown(format!("{}: {e}", call.name));
+            return;
+        }
+    };
+    if o.long("path") {
+        w.unknown(format!(
+            "\"{} --path\" reads packages from another directory",
+            call.name
+        ));
+        return;
+    }
+    match o.operands.first().map(|a| a.value.as_str()) {
+        Some("list" | "show" | "freeze" | "check") => w.effect(R),
+        None if o.has('V') || o.long("version") => w.effect(R),
+        Some("install" | "uninstall" | "download" | "wheel") => w.effect(A),
+        _ => w.unknown(format!(
+            "not a {} command the gateway knows to be a read",
+            call.name
+        )),
     }
 }
 
@@ -3032,34 +3598,53 @@ fn npm(w: &mut Walker<'_>, call: &Call<'_>) {
         "",
         &["prefix", "registry", "userconfig", "cache", "workspace"],
     );
-    const READ: &[&str] = &[
-        "ls",
-        "list",
-        "ll",
-        "la",
-        "view",
-        "info",
-        "show",
-        "v",
-        "outdated",
-        "search",
-        "help",
-        "version",
-        "--version",
-        "-v",
-        "root",
-        "prefix",
-        "bin",
-        "why",
-        "explain",
-        "whoami",
-        "ping",
-        "doctor",
-        "fund",
-        "docs",
-        "repo",
-        "bugs",
-    ];
+    // Reads: only a few commands, each with known options (others set
+    // config such as script-shell or node-options, or reach another registry).
+    if matches!(verb, Some("ls" | "list" | "view" | "outdated")) || verb.is_none() {
+        const FLAGS: &[&str] = &[
+            "json",
+            "all",
+            "long",
+            "parseable",
+            "global",
+            "prod",
+            "production",
+            "dev",
+            "link",
+            "unicode",
+            "no-unicode",
+            "color",
+            "no-color",
+            "version",
+        ];
+        let ok = call.args.iter().all(|a| {
+            let v = a.value.as_str();
+            if a.dynamic {
+                return false;
+            }
+            match v.strip_prefix("--") {
+                Some(l) => {
+                    let n = l.split_once('=').map_or(l, |(n, _)| n);
+                    FLAGS.contains(&n)
+                        || matches!(n, "depth" | "omit" | "include") && l.contains('=')
+                }
+                None => !v.starts_with('-') || matches!(v, "-a" | "-l" | "-p" | "-g" | "-v"),
+            }
+        });
+        let version = verb.is_none()
+            && call.args.len() == 1
+            && matches!(call.args[0].value.as_str(), "--version" | "-v");
+        if ok && (verb.is_some() || version) {
+            w.effect(R);
+        } else {
+            w.unknown(format!(
+                "\"{}\" is given an option the gateway does not know to be harmless",
+                call.name
+            ));
+        }
+        return;
+    }
+    const READ: &[&str] = &[];
     const INSTALL: &[&str] = &[
         "install",
         "i",
@@ -3089,15 +3674,6 @@ fn npm(w: &mut Walker<'_>, call: &Call<'_>) {
     ];
     match verb {
         Some(v) if READ.contains(&v) => w.effect(R),
-        Some("config")
-            if call
-                .args
-                .iter()
-                .any(|a| matches!(a.value.as_str(), "get" | "list" | "ls")) =>
-        {
-            w.effect(R)
-        }
-        Some("audit") if !call.args.iter().any(|a| a.value == "fix") => w.effect(R),
         // Installing runs the packages' lifecycle scripts.
         Some(v) if INSTALL.contains(&v) => w.effect(A),
         Some(v) => w.unknown(format!(
@@ -3271,10 +3847,56 @@ fn curl(w: &mut Walker<'_>, call: &Call<'_>) {
     if sends || !safe_method {
         w.effect(W);
     }
-    for a in &o.operands {
-        if a.value.starts_with("file:") {
-            w.path(&a.value);
+    let mut urls: Vec<&str> = o.operands.iter().map(|a| a.value.as_str()).collect();
+    urls.extend(
+        o.long
+            .iter()
+            .filter(|(n, _)| long_matches(n, "url") && n.len() > 1)
+            .filter_map(|(_, v)| *v),
+    );
+    for u in urls {
+        if let Err(reason) = url_scheme(u, !sends && safe_method, true) {
+            w.unknown(format!("curl: {reason}"));
+            return;
         }
+    }
+}
+
+/// Checks the scheme of a URL a download tool is given: http(s), and
+/// ftp(s) for plain downloads; the others (file, dict, gopher, telnet,
+/// ldap, smb, scp, ...) read local files, speak raw protocols or reach
+/// hosts the gateway does not guard. `guess`: curl guesses the protocol
+/// from the host name (`dict.example`).
+fn url_scheme(u: &str, download: bool, guess: bool) -> Result<(), String> {
+    let scheme_len = u.find(':').filter(|&i| {
+        i > 0
+            && u[..i]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            && u[i + 1..].starts_with('/')
+    });
+    let scheme = match scheme_len {
+        Some(i) => u[..i].to_ascii_lowercase(),
+        None => {
+            let host = u.to_ascii_lowercase();
+            let guessed = [
+                "dict.", "ldap.", "imap.", "pop3.", "smtp.", "gopher.", "telnet.",
+            ]
+            .iter()
+            .find(|p| host.starts_with(**p));
+            match guessed {
+                Some(p) if guess => p.trim_end_matches('.').to_string(),
+                _ if host.starts_with("ftp.") => "ftp".to_string(),
+                _ => "http".to_string(),
+            }
+        }
+    };
+    match scheme.as_str() {
+        "http" | "https" => Ok(()),
+        "ftp" | "ftps" if download => Ok(()),
+        other => Err(format!(
+            "the URL \"{u}\" uses the {other} scheme, which the gateway does not accept here"
+        )),
     }
 }
 
@@ -3353,6 +3975,12 @@ fn wget(w: &mut Walker<'_>, call: &Call<'_>) {
     let sends = ["post-data", "post-file", "method", "body-data", "body-file"]
         .iter()
         .any(|l| o.long(l));
+    for a in &o.operands {
+        if let Err(reason) = url_scheme(&a.value, !sends, false) {
+            w.unknown(format!("wget: {reason}"));
+            return;
+        }
+    }
     if sends || !(to_stdout || spider) {
         w.effect(W);
     }
@@ -4159,7 +4787,35 @@ fn docker(w: &mut Walker<'_>, call: &Call<'_>) {
         w.unknown(format!("\"{} -H\" acts on another host", call.name));
         return;
     }
+    // Global options: only the log ones are known to be harmless; others
+    // pick another daemon, configuration, runtime or storage.
+    let globals_ok = o
+        .short
+        .iter()
+        .all(|(c, _)| matches!(c, 'D' | 'l' | 'v' | 'h'))
+        && o.long.iter().all(|(n, _)| {
+            ["debug", "log-level", "version", "help"]
+                .iter()
+                .any(|l| long_matches(n, l))
+        });
+    if !globals_ok || call.args[..o.rest].iter().any(|a| a.dynamic) {
+        w.unknown(format!(
+            "a global option of \"{}\" chooses another daemon, configuration or runtime",
+            call.name
+        ));
+        return;
+    }
     let rest = &call.args[o.rest..];
+    if matches!(
+        rest.first().map(|a| a.value.as_str()),
+        Some("buildx" | "context" | "machine" | "plugin" | "builder" | "build")
+    ) {
+        w.unknown(format!(
+            "\"{} {}\" can run builders or plugins, or switch daemons",
+            call.name, rest[0].value
+        ));
+        return;
+    }
     let verb = rest.first().map(|a| a.value.as_str());
     let sub = rest.get(1).map(|a| a.value.as_str());
     const READ: &[&str] = &[
@@ -4220,7 +4876,15 @@ fn docker(w: &mut Walker<'_>, call: &Call<'_>) {
             }
         }
         Some(_) if version_query(rest) => w.effect(R),
-        Some(_) => w.effect(A),
+        Some(
+            "run" | "exec" | "start" | "stop" | "restart" | "kill" | "pull" | "push" | "create"
+            | "cp" | "commit" | "tag" | "login" | "logout" | "load" | "save" | "import" | "export"
+            | "rename" | "update" | "pause" | "unpause" | "attach" | "wait",
+        ) => w.effect(A),
+        Some(v) => w.unknown(format!(
+            "\"{} {v}\" is not a known command (CLI plugins run other programs)",
+            call.name
+        )),
     }
 }
 
@@ -4315,8 +4979,24 @@ fn kubectl(w: &mut Walker<'_>, call: &Call<'_>) {
         ],
         false,
     );
+    if o.long("kubeconfig") || o.long.iter().any(|(n, _)| n.starts_with("exec")) {
+        w.unknown("\"kubectl --kubeconfig\" loads a configuration that can name programs to run");
+        return;
+    }
+    for l in ["log-file", "profile-output"] {
+        if let Some(v) = o.long_value(l) {
+            match v {
+                Some(p) => w.write_path(&Arg::lit(p)),
+                None => w.effect(W),
+            }
+        }
+    }
     let ops: Vec<&str> = o.operands.iter().map(|a| a.value.as_str()).collect();
     let verb = ops.first().copied();
+    if verb == Some("kustomize") {
+        w.unknown("\"kubectl kustomize\" can run generator plugins and reach other hosts");
+        return;
+    }
     let sub = ops.get(1).copied();
     const READ: &[&str] = &[
         "get",
@@ -4331,7 +5011,6 @@ fn kubectl(w: &mut Walker<'_>, call: &Call<'_>) {
         "diff",
         "wait",
         "events",
-        "kustomize",
         "completion",
         "help",
         "options",
@@ -4421,6 +5100,20 @@ fn git(w: &mut Walker<'_>, call: &Call<'_>) {
         return;
     };
     let sub = &rest[1..];
+    // `<transport>::<address>` runs git-remote-<transport>; `ext::` runs a command.
+    if let Some(a) = sub.iter().find(|a| {
+        a.value.split_once("::").is_some_and(|(t, _)| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'))
+        })
+    }) {
+        w.unknown(format!(
+            "\"{}\" names a git transport helper, which runs other programs",
+            a.value
+        ));
+        return;
+    }
     let so = opts(sub, "", &[], false);
     let has = |s: &str| sub.iter().any(|a| a.value == s);
     let starts = |p: &str| sub.iter().any(|a| a.value.starts_with(p));
@@ -4495,12 +5188,23 @@ fn git(w: &mut Walker<'_>, call: &Call<'_>) {
     }
     let first_op = so.operands.first().map(|a| a.value.as_str());
     let class = match verb.value.as_str() {
-        "status" | "log" | "diff" | "show" | "fetch" | "blame" | "grep" | "ls-files"
-        | "ls-tree" | "ls-remote" | "rev-parse" | "rev-list" | "describe" | "shortlog"
-        | "cat-file" | "show-ref" | "for-each-ref" | "whatchanged" | "cherry" | "count-objects"
-        | "fsck" | "merge-base" | "name-rev" | "var" | "version" | "help" | "check-ignore"
-        | "diff-tree" | "diff-files" | "diff-index" | "show-branch" | "verify-commit"
-        | "verify-tag" | "archive" => R,
+        "ls-remote" => {
+            // Only an explicit web URL: a remote's name or an ssh URL may
+            // reach a host the gateway does not guard.
+            let web = so.operands.first().is_some_and(|a| {
+                !a.dynamic && (a.value.starts_with("https://") || a.value.starts_with("http://"))
+            });
+            if !web {
+                w.unknown("\"git ls-remote\" reaches a remote that is not an http(s) URL");
+                return;
+            }
+            R
+        }
+        "status" | "log" | "diff" | "show" | "blame" | "grep" | "ls-files" | "ls-tree"
+        | "rev-parse" | "rev-list" | "describe" | "shortlog" | "cat-file" | "show-ref"
+        | "for-each-ref" | "whatchanged" | "cherry" | "count-objects" | "fsck" | "merge-base"
+        | "name-rev" | "var" | "version" | "help" | "check-ignore" | "diff-tree" | "diff-files"
+        | "diff-index" | "show-branch" | "verify-commit" | "verify-tag" | "archive" => R,
         "branch" => {
             if so.has('D') || (so.has('d') && so.has('f')) {
                 D
@@ -4622,10 +5326,10 @@ fn git(w: &mut Walker<'_>, call: &Call<'_>) {
                 D
             }
         }
-        "add" | "commit" | "merge" | "rebase" | "pull" | "clone" | "init" | "mv" | "rm" | "am"
-        | "apply" | "cherry-pick" | "revert" | "notes" | "worktree" | "sparse-checkout"
-        | "submodule" | "bisect" | "format-patch" | "bundle" | "repack" | "pack-refs"
-        | "maintenance" | "mergetool" | "difftool" | "rerere" | "lfs" => {
+        "add" | "commit" | "merge" | "rebase" | "pull" | "fetch" | "clone" | "init" | "mv"
+        | "rm" | "am" | "apply" | "cherry-pick" | "revert" | "notes" | "worktree"
+        | "sparse-checkout" | "submodule" | "bisect" | "format-patch" | "bundle" | "repack"
+        | "pack-refs" | "maintenance" | "mergetool" | "difftool" | "rerere" | "lfs" => {
             let runs = match verb.value.as_str() {
                 "rebase" => so.has('x') || so.long("exec"),
                 "submodule" => first_op == Some("foreach"),
