@@ -305,6 +305,14 @@ fn agents_get_commands_not_shells_or_tunnels() {
         stderr(&o)
     );
 
+    // So is a shell reading its commands from the client, and a program
+    // that makes a terminal.
+    for cmd in [&["bash"][..], &["script", "-qc", "bash", "/dev/null"][..]] {
+        let o = ssh(&gw, "web-dev", &agent, cmd);
+        assert_eq!(o.status.code(), Some(126), "{cmd:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("is a shell"), "{}", stderr(&o));
+    }
+
     // Remote forwarding is refused, and the client is told.
     let o = ssh(
         &gw,
@@ -420,8 +428,9 @@ fn certificates_from_sluice_connect_and_their_expiry() {
     let show = gw.last_session("bob");
     assert_eq!(show["session"]["protocol"], "ssh");
 
-    // A certificate valid for two seconds stops working.
-    let o = connect(&["web-dev", "--for", "2s"]);
+    // A certificate valid for eight seconds stops working.
+    let issued = std::time::Instant::now();
+    let o = connect(&["web-dev", "--for", "8s"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let line = out(&o);
     let args: Vec<&str> = line.split_whitespace().collect();
@@ -462,7 +471,9 @@ fn certificates_from_sluice_connect_and_their_expiry() {
         !listed.contains(&fingerprint(&data.join("ssh_ca_key.pub"))),
         "{listed}"
     );
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(
+        (issued + Duration::from_secs(9)).saturating_duration_since(std::time::Instant::now()),
+    );
     let o = run();
     assert_eq!(o.status.code(), Some(255), "{}", out(&o));
     assert!(!out(&o).contains("still-here"));
@@ -922,4 +933,42 @@ fn held_commands_tunnels_by_policy_and_revocation() {
             .iter()
             .any(|s| s["outcome"] == "token revoked")
     }));
+}
+
+#[test]
+fn idle_connections_do_not_lock_clients_out() {
+    let (gw, _sshd) = setup("", "");
+    let token = gw.token("erin", "web-dev", "10m");
+    // 320 connections that never speak, from ten addresses: more than the
+    // gateway keeps unauthenticated (256) and 32 from each address.
+    let flood = format!(
+        "import socket, time\n\
+         held = []\n\
+         for a in range(2, 12):\n\
+         \x20   for _ in range(32):\n\
+         \x20       s = socket.socket()\n\
+         \x20       s.bind(('127.0.0.%d' % a, 0))\n\
+         \x20       s.connect(('127.0.0.1', {}))\n\
+         \x20       held.append(s)\n\
+         print('held', flush=True)\n\
+         time.sleep(30)\n",
+        gw.ssh_port
+    );
+    let mut idle = Command::new("python3")
+        .args(["-c", &flood])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(idle.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held");
+    let o = ssh(&gw, "web-dev", &token, &["echo", "still-served"]);
+    let _ = idle.kill();
+    let _ = idle.wait();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(out(&o).trim(), "still-served");
 }

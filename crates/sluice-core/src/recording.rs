@@ -203,7 +203,9 @@ impl CastWriter {
         self.file.write_all(bytes)?;
         self.hasher.update(bytes);
         self.bytes += bytes.len() as u64;
-        Ok(())
+        // Each event reaches the file as it happens (not only when the
+        // buffer fills): a gateway that dies keeps what was recorded.
+        self.file.flush()
     }
 }
 

@@ -253,16 +253,27 @@ impl Ctx {
             Err(_) => Classification::unknown("the command line is not valid UTF-8"),
         });
         let mut decision = self.session.decide(&classification);
-        if pty.is_some() {
-            // With a terminal, a command can be interactive (a pager's
-            // shell escape, an editor): it needs what a shell needs too.
+        // With a terminal, a command can be interactive (a pager's shell
+        // escape, an editor); and a shell or interpreter that reads its
+        // commands from the client is a shell. Either needs what a shell
+        // needs too.
+        let why = if pty.is_some() {
+            Some("a command with a terminal (ssh -t) is as interactive as a shell")
+        } else if classification.class() == Class::Unknown
+            && classification
+                .programs
+                .iter()
+                .any(|p| INTERACTIVE.contains(&p.as_str()))
+        {
+            Some("a shell or interpreter reading commands from the client is a shell")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             let shell = self.session.decide_shell();
             if shell.effect > decision.effect {
                 decision = Arc::new(Decision {
-                    reason: format!(
-                        "a command with a terminal (ssh -t) is as interactive as a shell: {}",
-                        shell.reason
-                    ),
+                    reason: format!("{why}: {}", shell.reason),
                     ..shell
                 });
             }
@@ -605,6 +616,15 @@ impl Ctx {
         }
     }
 }
+
+/// Programs that, run without a script, read commands from their input or
+/// give a terminal: a shell by another name.
+const INTERACTIVE: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "fish", "ash", "csh", "tcsh", "busybox", "script",
+    "expect", "unbuffer", "socat", "python", "python3", "perl", "ruby", "node", "irb", "php",
+    "lua", "tclsh", "wish", "gdb", "screen", "tmux", "su", "sudo", "login", "ssh", "nc", "ncat",
+    "telnet",
+];
 
 /// Classifications running at once (each on its own thread).
 static CLASSIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);

@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod classify;
 pub mod keys;
+pub mod preauth;
 pub mod server;
 pub mod sftp;
 pub mod target;
@@ -20,10 +21,10 @@ use russh::keys::PrivateKey;
 use russh::{cipher, server as ssh_server, MethodKind, MethodSet, Preferred};
 use sluice_core::Core;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::classify::Programs;
 use crate::keys::Authority;
+use crate::preauth::{PreAuth, PreAuthSlots};
 use crate::target::SshTarget;
 
 /// Listener settings.
@@ -57,29 +58,7 @@ pub struct SshGateway {
     pub(crate) max_recording: u64,
     config: Arc<ssh_server::Config>,
     pub(crate) client_config: Arc<russh::client::Config>,
-    pre_auth: Arc<Semaphore>,
-    /// Unauthenticated connections per client address.
-    pre_auth_by_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
-}
-
-/// A connection's place among the unauthenticated ones, given back when
-/// it authenticates or ends.
-pub struct PreAuth {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    ip: std::net::IpAddr,
-    by_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, usize>>>,
-}
-
-impl Drop for PreAuth {
-    fn drop(&mut self) {
-        let mut map = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
+    pre_auth: Arc<PreAuthSlots>,
 }
 
 /// How many connections one address may have unauthenticated at once.
@@ -89,6 +68,8 @@ const MAX_PRE_AUTH_PER_IP: usize = 32;
 const MAX_PRE_AUTH: usize = 256;
 /// How long a connection may take to authenticate.
 const AUTH_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a connection may take to send its version.
+const VERSION_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Ciphers offered to clients and asked of targets. OpenSSH clients pick
 /// the first of their own list that the server offers; theirs starts with
@@ -137,27 +118,7 @@ impl SshGateway {
             max_recording: opts.max_recording,
             config: Arc::new(config),
             client_config: target::client_config(),
-            pre_auth: Arc::new(Semaphore::new(MAX_PRE_AUTH)),
-            pre_auth_by_ip: Arc::default(),
-        })
-    }
-
-    /// A place among the unauthenticated connections, if the gateway and
-    /// the address have one left: one address cannot take them all.
-    fn pre_auth(&self, ip: std::net::IpAddr) -> Option<PreAuth> {
-        let mut map = self
-            .pre_auth_by_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if map.get(&ip).is_some_and(|n| *n >= MAX_PRE_AUTH_PER_IP) {
-            return None;
-        }
-        let permit = self.pre_auth.clone().try_acquire_owned().ok()?;
-        *map.entry(ip).or_insert(0) += 1;
-        Some(PreAuth {
-            _permit: permit,
-            ip,
-            by_ip: self.pre_auth_by_ip.clone(),
+            pre_auth: PreAuthSlots::new(MAX_PRE_AUTH, MAX_PRE_AUTH_PER_IP),
         })
     }
 
@@ -166,10 +127,10 @@ impl SshGateway {
         loop {
             match listener.accept().await {
                 Ok((tcp, peer)) => {
-                    let Some(permit) = self.pre_auth(peer.ip()) else {
+                    let Some(permit) = self.pre_auth.acquire(peer.ip()) else {
                         // Dropped unanswered: under a flood, a refusal costs
                         // as much as the flood.
-                        tracing::warn!(%peer, "too many unauthenticated SSH connections; dropping one");
+                        tracing::warn!(%peer, "too many unauthenticated SSH connections from one address; dropping one");
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
@@ -185,15 +146,18 @@ impl SshGateway {
     }
 
     async fn run(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, permit: PreAuth) {
+        let evicted = permit.evicted.clone();
         let handler = server::ClientConn::new(self.clone(), peer, permit);
         let shared = handler.shared();
-        // The version exchange waits for the client: bounded too.
-        let started = tokio::time::timeout(
-            AUTH_DEADLINE,
-            ssh_server::run_stream(self.config.clone(), tcp, handler),
-        )
-        .await
-        .unwrap_or_else(|_| Err(russh::Error::ConnectionTimeout));
+        // The version exchange waits for the client: bounded, and given up
+        // when a newer connection needs the place.
+        let started = tokio::select! {
+            r = tokio::time::timeout(
+                VERSION_DEADLINE,
+                ssh_server::run_stream(self.config.clone(), tcp, handler),
+            ) => r.unwrap_or_else(|_| Err(russh::Error::ConnectionTimeout)),
+            _ = evicted.notified() => Err(russh::Error::ConnectionTimeout),
+        };
         let outcome = match started {
             Ok(running) => {
                 // A connection that never authenticates would hold its
@@ -201,7 +165,10 @@ impl SshGateway {
                 let handle = running.handle();
                 let waiting = shared.clone();
                 let deadline = tokio::spawn(async move {
-                    tokio::time::sleep(AUTH_DEADLINE).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(AUTH_DEADLINE) => {}
+                        _ = evicted.notified() => {}
+                    }
                     if waiting.session().is_none() {
                         let _ = handle
                             .disconnect(

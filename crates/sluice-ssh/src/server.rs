@@ -79,10 +79,11 @@ impl Shared {
     pub(crate) async fn end(&self, outcome: &str) {
         let tasks: Vec<_> =
             std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        // Channel tasks end when their channels do; they finish their
+        // records (recordings, outcomes) first, within one deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         for t in tasks {
-            // Channel tasks end when their channels do; they finish their
-            // records (recordings, outcomes) first.
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+            let _ = tokio::time::timeout_at(deadline, t).await;
         }
         if let Some(Ok(t)) = self.target.get() {
             let _ = t
@@ -109,17 +110,26 @@ impl Shared {
 pub struct ClientConn {
     shared: Arc<Shared>,
     /// Held until the client authenticates.
-    permit: Option<crate::PreAuth>,
+    permit: Option<crate::preauth::PreAuth>,
     /// Keyboard-interactive answers that failed, to stop asking.
     prompts: u32,
+    /// Channels that started a program (exec, shell, subsystem): later
+    /// requests on them are refused, not silently ignored.
+    started: std::collections::HashSet<russh::ChannelId>,
 }
 
 const PROMPT: &str = "sluice token: ";
+/// Session channels open at once on one connection (as sshd's MaxSessions).
+const MAX_CHANNELS: usize = 10;
 const MAX_PROMPTS: u32 = 3;
 
 impl ClientConn {
     /// A handler for a new connection.
-    pub fn new(gw: Arc<SshGateway>, peer: SocketAddr, permit: crate::PreAuth) -> ClientConn {
+    pub fn new(
+        gw: Arc<SshGateway>,
+        peer: SocketAddr,
+        permit: crate::preauth::PreAuth,
+    ) -> ClientConn {
         ClientConn {
             shared: Arc::new(Shared {
                 gw,
@@ -134,6 +144,7 @@ impl ClientConn {
             }),
             permit: Some(permit),
             prompts: 0,
+            started: Default::default(),
         }
     }
 
@@ -296,6 +307,22 @@ impl Handler for ClientConn {
                 .await;
             return Ok(());
         }
+        let full = {
+            let mut tasks = self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.retain(|t| !t.is_finished());
+            tasks.len() >= MAX_CHANNELS
+        };
+        if full {
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 4,
+                    reason: format!(
+                        "sluice: at most {MAX_CHANNELS} session channels per connection"
+                    ),
+                })
+                .await;
+            return Ok(());
+        }
         reply.accept().await;
         let task = tokio::spawn(crate::channel::run(
             self.shared.clone(),
@@ -400,7 +427,7 @@ impl Handler for ClientConn {
         _data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        self.start(channel, true, session)
     }
 
     async fn shell_request(
@@ -408,7 +435,7 @@ impl Handler for ClientConn {
         channel: russh::ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        self.start(channel, true, session)
     }
 
     async fn subsystem_request(
@@ -417,11 +444,16 @@ impl Handler for ClientConn {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if name == "sftp" {
-            session.channel_success(channel)
-        } else {
-            session.channel_failure(channel)
-        }
+        self.start(channel, name == "sftp", session)
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: russh::ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.started.remove(&channel);
+        Ok(())
     }
 
     async fn x11_request(
@@ -467,6 +499,21 @@ impl Handler for ClientConn {
 }
 
 impl ClientConn {
+    /// Answers a request that starts a program on a channel: once per
+    /// channel (the channel task carries out only the first).
+    fn start(
+        &mut self,
+        channel: russh::ChannelId,
+        supported: bool,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        if supported && self.started.insert(channel) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
     /// Decides a tunnel; `Some(reason)` when it is refused (and recorded).
     async fn refuse_tunnel(&self, kind: &str, destination: Option<&str>) -> Option<String> {
         let session = self.shared.session()?;
