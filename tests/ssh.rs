@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::sshd::{gateway_ca, ssh, ssh_cmd, Sshd};
+use common::sshd::{client_cmd, gateway_ca, output_within, ssh, ssh_cmd, Sshd};
 use common::*;
 
 fn out(o: &std::process::Output) -> String {
@@ -643,51 +643,22 @@ fn file_transfers_are_recorded_and_policed() {
     std::fs::write(work.path().join("keep.txt"), "keep\n").unwrap();
     let token = gw.token("dave", "web-dev", "10m");
     let prod = gw.token("dave", "web-1", "10m");
-    let known = common::sshd::gateway_known_hosts(&gw);
-    let askpass = gw.dir.path().join("askpass.sh");
-    let _ = ssh(&gw, "web-dev", &token, &["true"]);
-    let client = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(["-F", "/dev/null", "-P", &gw.ssh_port.to_string()])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known.display()))
-            .args([
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "PubkeyAuthentication=no",
-            ])
-            .args([
-                "-o",
-                "PreferredAuthentications=keyboard-interactive,password",
-            ])
-            .args(args)
-            .env("SSH_ASKPASS", &askpass)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("DISPLAY", ":0")
-            .env("SLUICE_TEST_TOKEN", &token)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+    let run = |program: &str, token: &str, args: &[&str]| {
+        let mut c = client_cmd(&gw, program, token);
+        c.args(args);
+        output_within(c, Duration::from_secs(60))
     };
     // Download and upload with scp (SFTP underneath): byte for byte.
     let local = tempfile::tempdir().unwrap();
     let got = local.path().join("app.log");
-    let o = client(
-        "scp",
-        &[
-            &format!("web-dev@127.0.0.1:{w}/app.log"),
-            got.to_str().unwrap(),
-        ],
-    );
+    let remote = |name: &str| format!("web-dev@127.0.0.1:{w}/{name}");
+    let o = run("scp", &token, &[&remote("app.log"), got.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&got).unwrap(), big);
-    let o = client(
+    let o = run(
         "scp",
-        &[
-            got.to_str().unwrap(),
-            &format!("web-dev@127.0.0.1:{w}/uploaded.log"),
-        ],
+        &token,
+        &[got.to_str().unwrap(), &remote("uploaded.log")],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
@@ -698,67 +669,22 @@ fn file_transfers_are_recorded_and_policed() {
     // Legacy scp runs over exec: a binary protocol, released as it comes
     // (not held for a newline), so it completes.
     let legacy = local.path().join("legacy.log");
-    let o = Command::new("timeout")
-        .args([
-            "60",
-            "scp",
-            "-O",
-            "-F",
-            "/dev/null",
-            "-P",
-            &gw.ssh_port.to_string(),
-        ])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known.display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "PubkeyAuthentication=no",
-        ])
-        .args([
-            "-o",
-            "PreferredAuthentications=keyboard-interactive,password",
-        ])
-        .arg(format!("web-dev@127.0.0.1:{w}/app.log"))
-        .arg(&legacy)
-        .env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0")
-        .env("SLUICE_TEST_TOKEN", &token)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let o = run(
+        "scp",
+        &token,
+        &["-O", &remote("app.log"), legacy.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&legacy).unwrap(), big);
 
     // Removing a file on production is destructive: refused, file kept.
     let batch = local.path().join("batch");
     std::fs::write(&batch, format!("ls {w}\nrm {w}/keep.txt\n")).unwrap();
-    let sftp_port = gw.ssh_port.to_string();
-    let o = Command::new("sftp")
-        .args(["-F", "/dev/null", "-P", &sftp_port, "-b"])
-        .arg(&batch)
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known.display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "PubkeyAuthentication=no",
-        ])
-        .args([
-            "-o",
-            "PreferredAuthentications=keyboard-interactive,password",
-            "web-1@127.0.0.1",
-        ])
-        .env("SSH_ASKPASS", &askpass)
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", ":0")
-        .env("SLUICE_TEST_TOKEN", &prod)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let o = run(
+        "sftp",
+        &prod,
+        &["-b", batch.to_str().unwrap(), "web-1@127.0.0.1"],
+    );
     assert!(!o.status.success());
     assert!(
         stderr(&o).to_lowercase().contains("permission denied") || stderr(&o).contains("sluice"),

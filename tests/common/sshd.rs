@@ -179,9 +179,9 @@ pub fn gateway_known_hosts(gw: &Gateway) -> PathBuf {
     path
 }
 
-/// `ssh` to the gateway as `connection`, typing `token` at the prompt (via
-/// SSH_ASKPASS, as a person would); `args` follow the destination.
-pub fn ssh_cmd(gw: &Gateway, connection: &str, token: &str, args: &[&str]) -> Command {
+/// `ssh`, `scp` or `sftp` pointed at the gateway, typing `token` at the
+/// prompt (via SSH_ASKPASS, as a person would); the caller adds the rest.
+pub fn client_cmd(gw: &Gateway, program: &str, token: &str) -> Command {
     let askpass = gw.dir.path().join("askpass.sh");
     if !askpass.exists() {
         std::fs::write(
@@ -193,8 +193,9 @@ pub fn ssh_cmd(gw: &Gateway, connection: &str, token: &str, args: &[&str]) -> Co
         std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let known = gateway_known_hosts(gw);
-    let mut c = Command::new("ssh");
-    c.args(["-F", "/dev/null", "-p", &gw.ssh_port.to_string()])
+    let port_flag = if program == "ssh" { "-p" } else { "-P" };
+    let mut c = Command::new(program);
+    c.args(["-F", "/dev/null", port_flag, &gw.ssh_port.to_string()])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known.display()))
         .args([
@@ -213,14 +214,37 @@ pub fn ssh_cmd(gw: &Gateway, connection: &str, token: &str, args: &[&str]) -> Co
             "-o",
             "LogLevel=ERROR",
         ])
-        .arg(format!("{connection}@127.0.0.1"))
-        .args(args)
         .env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", ":0")
         .env("SLUICE_TEST_TOKEN", token)
         .stdin(Stdio::null());
     c
+}
+
+/// `ssh` to the gateway as `connection`; `args` follow the destination.
+pub fn ssh_cmd(gw: &Gateway, connection: &str, token: &str, args: &[&str]) -> Command {
+    let mut c = client_cmd(gw, "ssh", token);
+    c.arg(format!("{connection}@127.0.0.1")).args(args);
+    c
+}
+
+/// Runs a command, killing it if it takes longer than `limit`.
+pub fn output_within(mut c: Command, limit: Duration) -> Output {
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Runs `ssh` to the gateway; returns its output.
