@@ -101,7 +101,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     ))
     .await?;
     tracing::info!(
-        postgres = %pg_listener.local_addr()?, api = %api_listener.local_addr()?, store = core.store().backend(),
+        postgres = %pg_listener.local_addr()?, ssh = %ssh_listener.local_addr()?, api = %api_listener.local_addr()?, store = core.store().backend(),
         config = %cfg.source, data_dir = %data_dir.display(), "sluice gateway running"
     );
     eprintln!(
