@@ -70,6 +70,13 @@ impl Shared {
             .clone()
     }
 
+    /// Whether the connection has as many channels open as it may.
+    fn channels_full(&self) -> bool {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.len() >= MAX_CHANNELS
+    }
+
     /// A number for the session's next channel (names its recording).
     pub(crate) fn next_channel(&self) -> u32 {
         self.channels.fetch_add(1, Ordering::Relaxed) + 1
@@ -119,8 +126,16 @@ pub struct ClientConn {
 }
 
 const PROMPT: &str = "sluice token: ";
-/// Session channels open at once on one connection (as sshd's MaxSessions).
+/// Channels (sessions and tunnels) open at once on one connection (as
+/// sshd's MaxSessions).
 const MAX_CHANNELS: usize = 10;
+
+fn too_many_channels() -> ChannelOpenFailure {
+    ChannelOpenFailure::Other {
+        code: 4,
+        reason: format!("sluice: at most {MAX_CHANNELS} channels per connection"),
+    }
+}
 const MAX_PROMPTS: u32 = 3;
 
 impl ClientConn {
@@ -307,20 +322,8 @@ impl Handler for ClientConn {
                 .await;
             return Ok(());
         }
-        let full = {
-            let mut tasks = self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            tasks.retain(|t| !t.is_finished());
-            tasks.len() >= MAX_CHANNELS
-        };
-        if full {
-            reply
-                .reject(ChannelOpenFailure::Other {
-                    code: 4,
-                    reason: format!(
-                        "sluice: at most {MAX_CHANNELS} session channels per connection"
-                    ),
-                })
-                .await;
+        if self.shared.channels_full() {
+            reply.reject(too_many_channels()).await;
             return Ok(());
         }
         reply.accept().await;
@@ -348,6 +351,10 @@ impl Handler for ClientConn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let destination = format!("{host_to_connect}:{port_to_connect}");
+        if self.shared.channels_full() {
+            reply.reject(too_many_channels()).await;
+            return Ok(());
+        }
         if let Some(why) = self.refuse_tunnel("local", Some(&destination)).await {
             reply
                 .reject(ChannelOpenFailure::Other {
@@ -376,7 +383,13 @@ impl Handler for ClientConn {
             Ok(t) => {
                 reply.accept().await;
                 let shared = self.shared.clone();
-                tokio::spawn(async move { crate::channel::tunnel(shared, channel, t).await });
+                let task =
+                    tokio::spawn(async move { crate::channel::tunnel(shared, channel, t).await });
+                self.shared
+                    .tasks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(task);
             }
             Err(e) => {
                 reply
