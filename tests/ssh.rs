@@ -119,6 +119,18 @@ fn exec_commands_are_inspected_blocked_masked_and_recorded() {
     assert!(!text.contains("sk_live_abcdefghijklmnop1234"), "{text}");
     assert!(!text.contains("jane.doe@example.com"), "{text}");
 
+    // Output that looks binary is released as it comes, but not the start
+    // of a value whose rest is still to come.
+    let o = ssh(
+        &gw,
+        "web-dev",
+        &dev,
+        &["printf 'x\\0tok=ghp_Ab3dEf6hIj9lMn2p'; sleep 0.1; printf 'Qr5tUv8xYz1bCd4fGh7j\\0\\n'"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out(&o).contains("tok="), "{:?}", out(&o));
+    assert!(!out(&o).contains("ghp_Ab3d"), "{:?}", out(&o));
+
     // A value written in two pieces, a second apart, is still masked whole.
     let o = ssh(
         &gw,
@@ -305,12 +317,18 @@ fn agents_get_commands_not_shells_or_tunnels() {
         stderr(&o)
     );
 
-    // So is a shell reading its commands from the client, and a program
-    // that makes a terminal.
-    for cmd in [&["bash"][..], &["script", "-qc", "bash", "/dev/null"][..]] {
+    // So is a line the gateway cannot read, which may run what the client
+    // sends: a shell, an interpreter, a program that makes a terminal.
+    for cmd in [
+        &["bash"][..],
+        &["rbash"][..],
+        &["python3.11"][..],
+        &["awk", "{system($0)}"][..],
+        &["script", "-qc", "bash", "/dev/null"][..],
+    ] {
         let o = ssh(&gw, "web-dev", &agent, cmd);
         assert_eq!(o.status.code(), Some(126), "{cmd:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains("is a shell"), "{}", stderr(&o));
+        assert!(stderr(&o).contains("as a shell would"), "{}", stderr(&o));
     }
 
     // Remote forwarding is refused, and the client is told.

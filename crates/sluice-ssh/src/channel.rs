@@ -254,18 +254,13 @@ impl Ctx {
         });
         let mut decision = self.session.decide(&classification);
         // With a terminal, a command can be interactive (a pager's shell
-        // escape, an editor); and a shell or interpreter that reads its
-        // commands from the client is a shell. Either needs what a shell
-        // needs too.
+        // escape, an editor); and a line the gateway cannot read may run
+        // what the client sends (a shell, an interpreter, `awk` with
+        // `system`, `sed e`). Either needs what a shell needs too.
         let why = if pty.is_some() {
             Some("a command with a terminal (ssh -t) is as interactive as a shell")
-        } else if classification.class() == Class::Unknown
-            && classification
-                .programs
-                .iter()
-                .any(|p| INTERACTIVE.contains(&p.as_str()))
-        {
-            Some("a shell or interpreter reading commands from the client is a shell")
+        } else if classification.class() == Class::Unknown {
+            Some("a line the gateway cannot read may run what the client sends, as a shell would")
         } else {
             None
         };
@@ -617,15 +612,6 @@ impl Ctx {
     }
 }
 
-/// Programs that, run without a script, read commands from their input or
-/// give a terminal: a shell by another name.
-const INTERACTIVE: &[&str] = &[
-    "sh", "bash", "dash", "zsh", "ksh", "fish", "ash", "csh", "tcsh", "busybox", "script",
-    "expect", "unbuffer", "socat", "python", "python3", "perl", "ruby", "node", "irb", "php",
-    "lua", "tclsh", "wish", "gdb", "screen", "tmux", "su", "sudo", "login", "ssh", "nc", "ncat",
-    "telnet",
-];
-
 /// Classifications running at once (each on its own thread).
 static CLASSIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
 
@@ -805,7 +791,8 @@ impl Ctx {
             (Duration::from_millis(250), Duration::from_secs(2))
         };
         let mut settled = false;
-        let mut binary = false;
+        // Per stream: whether its last chunk looked binary.
+        let mut binary = [false, false];
         loop {
             let holding = out.as_ref().is_some_and(|m| m.holding())
                 || err.as_ref().is_some_and(|m| m.holding());
@@ -817,9 +804,12 @@ impl Ctx {
                         m
                     }
                     Err(_) => {
-                        for (m, ext) in [(&mut out, None), (&mut err, Some(1))] {
+                        for (i, (m, ext)) in [(&mut out, None), (&mut err, Some(1))]
+                            .into_iter()
+                            .enumerate()
+                        {
                             if let Some(m) = m.as_mut() {
-                                let b = if settled || binary {
+                                let b = if settled || binary[i] {
                                     m.flush()
                                 } else {
                                     m.flush_settled(MAX_HELD_WORD)
@@ -844,12 +834,15 @@ impl Ctx {
                 ChannelMsg::Data { data } => {
                     // Binary protocols over exec (rsync, legacy scp, git)
                     // wait for each message: they are not held for a newline.
-                    binary = !interactive && looks_binary(&data);
+                    binary[0] = !interactive && looks_binary(&data);
                     let b = match out.as_mut() {
                         Some(m) => {
                             let mut b = m.push(&data);
-                            if binary {
-                                b.extend(m.flush());
+                            if binary[0] {
+                                // All but a trailing word that may be the
+                                // start of a value (the rest follows after
+                                // a short pause, or with the next chunk).
+                                b.extend(m.flush_settled(MAX_HELD_WORD));
                             }
                             Bytes::from(b)
                         }
@@ -863,11 +856,12 @@ impl Ctx {
                     }
                 }
                 ChannelMsg::ExtendedData { data, ext } => {
+                    binary[1] = !interactive && looks_binary(&data);
                     let b = match err.as_mut() {
                         Some(m) => {
                             let mut b = m.push(&data);
-                            if !interactive && looks_binary(&data) {
-                                b.extend(m.flush());
+                            if binary[1] {
+                                b.extend(m.flush_settled(MAX_HELD_WORD));
                             }
                             Bytes::from(b)
                         }

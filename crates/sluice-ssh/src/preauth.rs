@@ -55,6 +55,11 @@ impl Drop for PreAuth {
 /// The address a client is counted under: IPv6 clients by their /64, which
 /// one host usually holds whole.
 fn address_key(ip: IpAddr) -> IpAddr {
+    // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
     match ip {
         IpAddr::V6(v6) => {
             let mut s = v6.segments();
@@ -138,6 +143,10 @@ mod tests {
         let _x = v6.acquire("2001:db8::1".parse().unwrap()).unwrap();
         assert!(v6.acquire("2001:db8::2".parse().unwrap()).is_none());
         assert!(v6.acquire("2001:db8:0:1::2".parse().unwrap()).is_some());
+        // IPv4 clients of a dual-stack listener count each on their own.
+        let _y = v6.acquire("::ffff:127.0.0.2".parse().unwrap()).unwrap();
+        assert!(v6.acquire("::ffff:127.0.0.3".parse().unwrap()).is_some());
+        assert!(v6.acquire("127.0.0.2".parse().unwrap()).is_none());
     }
 
     fn futures_lite_poll(n: Arc<Notify>) -> bool {
