@@ -705,18 +705,9 @@ impl SessionHandle {
 
     /// Decides a classified command under the policies in force.
     pub fn decide(&self, c: &Arc<Classification>) -> Arc<Decision> {
-        let current = self.core.policy();
         let mut decider = self.policy.lock().unwrap_or_else(|p| p.into_inner());
-        if !Arc::ptr_eq(decider.engine(), &current) {
-            let who = Principal {
-                name: self.principal.clone(),
-                actor: self.actor.clone(),
-                groups: self.groups.clone(),
-                delegated: self.delegated,
-            };
-            let entities = current
-                .entities(&who, &self.connection_config)
-                .with_role(self.role.clone());
+        if !Arc::ptr_eq(decider.engine(), &self.core.policy()) {
+            let (current, entities) = self.fresh_entities();
             *decider = SessionDecider::new(current, entities);
         }
         let decision = decider.decide(c, now_ms());

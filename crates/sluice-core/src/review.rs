@@ -248,6 +248,32 @@ pub struct ReviewRecord {
 }
 
 impl ReviewRecord {
+    /// Why a held command did not run after this review ended without an
+    /// approval, for the client: `what` names the command ("statement").
+    pub fn not_run(&self, what: &str) -> String {
+        let id = &self.id;
+        match self.state {
+            ReviewState::Denied => format!(
+                "sluice: review {id} was denied by {}{}; the {what} was not run",
+                self.decided_by.as_deref().unwrap_or("an approver"),
+                self.decision_reason
+                    .as_deref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default()
+            ),
+            ReviewState::Expired => {
+                format!("sluice: review {id} expired before it was decided; the {what} was not run")
+            }
+            ReviewState::Cancelled => {
+                format!("sluice: review {id} was cancelled; the {what} was not run")
+            }
+            other => format!(
+                "sluice: review {id} is {}; the {what} was not run",
+                other.as_str()
+            ),
+        }
+    }
+
     /// Whether `who` (a principal or agent name) asked for it.
     pub fn requested_by(&self, who: &str) -> bool {
         self.principal == who || self.actor.as_deref() == Some(who)

@@ -1917,43 +1917,13 @@ impl Drop for CancelIfLeft<'_> {
 
 /// What the client of a held statement is told when it will not run.
 fn held_refusal(r: &ReviewRecord) -> (&'static str, String) {
-    let said = r
-        .decision_reason
-        .as_deref()
-        .map(|x| format!(": {x}"))
-        .unwrap_or_default();
-    match r.state {
-        ReviewState::Denied => (
-            "denied",
-            format!(
-                "sluice: review {} was denied by {}{said}; the statement was not run",
-                r.id,
-                r.decided_by.as_deref().unwrap_or("an approver")
-            ),
-        ),
-        ReviewState::Expired => (
-            "expired",
-            format!(
-                "sluice: review {} expired before it was decided; the statement was not run",
-                r.id
-            ),
-        ),
-        ReviewState::Cancelled => (
-            "cancelled",
-            format!(
-                "sluice: review {} was cancelled; the statement was not run",
-                r.id
-            ),
-        ),
-        other => (
-            "review",
-            format!(
-                "sluice: review {} is {}; the statement was not run",
-                r.id,
-                other.as_str()
-            ),
-        ),
-    }
+    let status = match r.state {
+        ReviewState::Denied => "denied",
+        ReviewState::Expired => "expired",
+        ReviewState::Cancelled => "cancelled",
+        _ => "review",
+    };
+    (status, r.not_run("statement"))
 }
 
 /// Server messages decoded whole; everything else (rows, copy data) streams through.

@@ -179,9 +179,8 @@ impl Ctx {
         }
     }
 
-    async fn finish_recording(&self, kind: &str, cast: Option<Arc<Mutex<Option<CastWriter>>>>) {
-        let Some(cast) = cast else { return };
-        let Some(w) = cast.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    async fn finish_recording(&self, kind: &str, cast: Cast) {
+        let Some(w) = cast.take() else {
             return;
         };
         match w.finish() {
@@ -358,9 +357,7 @@ impl Ctx {
                 .await;
             return;
         }
-        let cast = self
-            .recorder("exec", pty.as_ref(), &shown)
-            .map(|w| Arc::new(Mutex::new(Some(w))));
+        let cast: Cast = self.recorder("exec", pty.as_ref(), &shown).into();
         let interactive = pty.is_some();
         let ended = self
             .relay(
@@ -424,9 +421,7 @@ impl Ctx {
             "{}: shell on {}",
             self.session.principal, self.session.connection
         );
-        let cast = self
-            .recorder("shell", pty.as_ref(), &title)
-            .map(|w| Arc::new(Mutex::new(Some(w))));
+        let cast: Cast = self.recorder("shell", pty.as_ref(), &title).into();
         let typed = Upstream::Typed {
             lines: LineTracker::default(),
             session: self.session.clone(),
@@ -581,29 +576,7 @@ impl Ctx {
             {
                 Verdict::Run(r.id)
             }
-            Ok(r) => {
-                let said = r
-                    .decision_reason
-                    .as_deref()
-                    .map(|x| format!(": {x}"))
-                    .unwrap_or_default();
-                Verdict::Refuse(match r.state {
-                    ReviewState::Denied => format!(
-                        "sluice: review {} was denied by {}{said}; the command was not run",
-                        r.id,
-                        r.decided_by.as_deref().unwrap_or("an approver")
-                    ),
-                    ReviewState::Expired => format!(
-                        "sluice: review {} expired before it was decided; the command was not run",
-                        r.id
-                    ),
-                    _ => format!(
-                        "sluice: review {} was {}; the command was not run",
-                        r.id,
-                        r.state.as_str()
-                    ),
-                })
-            }
+            Ok(r) => Verdict::Refuse(r.not_run("command")),
             Err(e) => Verdict::Refuse(format!(
                 "sluice: review {} could not be followed ({e}); the command was not run",
                 r.id
@@ -678,6 +651,45 @@ struct Ended {
 /// released (masked as it is): prompts have no newline.
 const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(15);
 
+/// A channel's recording, shared by its two directions; nothing when none
+/// could be made, or once it is finished.
+#[derive(Clone, Default)]
+struct Cast(Option<Arc<Mutex<Option<CastWriter>>>>);
+
+impl From<Option<CastWriter>> for Cast {
+    fn from(w: Option<CastWriter>) -> Cast {
+        Cast(w.map(|w| Arc::new(Mutex::new(Some(w)))))
+    }
+}
+
+impl Cast {
+    /// Writes to the recording, if there is one; a failed write is the
+    /// writer's to report (it marks the recording), never the session's.
+    fn with(&self, f: impl FnOnce(&mut CastWriter) -> std::io::Result<()>) {
+        if let Some(c) = &self.0 {
+            if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                let _ = f(w);
+            }
+        }
+    }
+
+    /// Records what the client sent.
+    fn input(&self, data: &[u8]) {
+        if !data.is_empty() {
+            self.with(|w| w.input(data));
+        }
+    }
+
+    /// The writer, to finish it; later writes are dropped.
+    fn take(&self) -> Option<CastWriter> {
+        self.0
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
 /// Longest trailing word held back after a short pause.
 const MAX_HELD_WORD: usize = 256;
 
@@ -697,7 +709,7 @@ impl Ctx {
         ch: Channel<Msg>,
         early: Vec<ChannelMsg>,
         tch: Channel<russh::client::Msg>,
-        cast: Option<Arc<Mutex<Option<CastWriter>>>>,
+        cast: Cast,
         up: Upstream,
         interactive: bool,
     ) -> Ended {
@@ -738,7 +750,7 @@ impl Ctx {
     async fn downstream(
         &self,
         mut target: ChannelReadHalf,
-        cast: Option<Arc<Mutex<Option<CastWriter>>>>,
+        cast: Cast,
         recent: Recent,
         interactive: bool,
     ) -> Ended {
@@ -766,11 +778,7 @@ impl Ctx {
                 }
                 None => data,
             };
-            if let Some(c) = &cast {
-                if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                    let _ = w.output(data);
-                }
-            }
+            cast.with(|w| w.output(data));
             if interactive {
                 let mut r = recent.lock().unwrap_or_else(|p| p.into_inner());
                 r.push_str(&String::from_utf8_lossy(data));
@@ -912,10 +920,8 @@ impl Ctx {
             .unwrap_or_else(|p| p.into_inner())
             .as_mut()
             .map(|m| m.flush());
-        if let (Some(rest), Some(c)) = (rest, &cast) {
-            if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                let _ = w.output(&rest);
-            }
+        if let Some(rest) = rest {
+            cast.with(|w| w.output(&rest));
         }
         for m in [&out, &err].into_iter().flatten() {
             for (k, v) in &m.counts().0 {
@@ -972,7 +978,7 @@ impl Ctx {
             Vec::new(),
             target_write,
             up,
-            None,
+            Cast::default(),
             Recent::default(),
             self.shared.clone(),
         ));
@@ -1070,7 +1076,7 @@ async fn upstream(
     early: Vec<ChannelMsg>,
     target: ChannelWriteHalf<russh::client::Msg>,
     mut up: Upstream,
-    cast: Option<Arc<Mutex<Option<CastWriter>>>>,
+    cast: Cast,
     recent: Recent,
     shared: Arc<Shared>,
 ) -> Option<String> {
@@ -1093,7 +1099,7 @@ async fn upstream(
                     Upstream::Plain(masker) => {
                         let masked = masker.push(&data);
                         if !masked.is_empty() {
-                            record_input(&cast, &masked);
+                            cast.input(&masked);
                         }
                         data
                     }
@@ -1118,7 +1124,7 @@ async fn upstream(
                                     .map(|(m, _)| m)
                                     .unwrap_or(line.clone())
                             };
-                            record_input(&cast, format!("{text}\n").as_bytes());
+                            cast.input(format!("{text}\n").as_bytes());
                             let classification = if secret {
                                 None
                             } else {
@@ -1147,7 +1153,8 @@ async fn upstream(
                             continue;
                         }
                         framer.push(&data);
-                        let mut pass = Vec::with_capacity(data.len());
+                        // Allowed packets go on as they were framed (no copy).
+                        let mut gone = false;
                         loop {
                             match framer.next_packet() {
                                 Ok(Some(p)) => match decide_sftp(session, &p[4..]).await {
@@ -1158,7 +1165,10 @@ async fn upstream(
                                                 .unwrap_or_else(|p| p.into_inner())
                                                 .request(&req);
                                         }
-                                        pass.extend_from_slice(&p);
+                                        if target.data_bytes(p).await.is_err() {
+                                            gone = true;
+                                            break;
+                                        }
                                     }
                                     SftpStep::Refuse(reply) => {
                                         let _ = refusals.send(reply).await;
@@ -1175,10 +1185,10 @@ async fn upstream(
                                 }
                             }
                         }
-                        if pass.is_empty() {
-                            continue;
+                        if gone {
+                            break;
                         }
-                        Bytes::from(pass)
+                        continue;
                     }
                 };
                 if target.data_bytes(forward).await.is_err() {
@@ -1194,11 +1204,7 @@ async fn upstream(
                 pix_width,
                 pix_height,
             } => {
-                if let Some(c) = &cast {
-                    if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                        let _ = w.resize(col_width, row_height);
-                    }
-                }
+                cast.with(|w| w.resize(col_width, row_height));
                 let _ = target
                     .window_change(col_width, row_height, pix_width, pix_height)
                     .await;
@@ -1211,21 +1217,10 @@ async fn upstream(
         }
     }
     if let Upstream::Plain(masker) = &mut up {
-        record_input(&cast, &masker.flush());
+        cast.input(&masker.flush());
     }
     let _ = target.close().await;
     error
-}
-
-fn record_input(cast: &Option<Arc<Mutex<Option<CastWriter>>>>, data: &[u8]) {
-    if data.is_empty() {
-        return;
-    }
-    if let Some(c) = cast {
-        if let Some(w) = c.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            let _ = w.input(data);
-        }
-    }
 }
 
 enum SftpStep {
